@@ -1,0 +1,90 @@
+# lenspark: every entry point a person types. `make help` lists them.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATASET ?= ml-latest-small
+WAREHOUSE ?= warehouse
+REPORTS ?= reports
+SPARK_MASTER ?= local[*]
+SPARK_PROPERTIES ?= spark-defaults.conf
+# Extra spark-submit options, for example SPARK_SUBMIT_ARGS="--driver-memory 8g".
+SPARK_SUBMIT_ARGS ?=
+PYTEST_ARGS ?=
+
+# Driver and executors must run the same Python: the venv's, by absolute path so that
+# standalone workers, whose working folder differs, find it too.
+PYSPARK_PYTHON ?= $(abspath $(PY))
+export PYSPARK_PYTHON
+# Spark's log settings (conf/log4j2.properties) and, for local runs, the loopback address.
+SPARK_CONF_DIR ?= $(abspath conf)
+SPARK_LOCAL_IP ?= 127.0.0.1
+export SPARK_CONF_DIR SPARK_LOCAL_IP
+export DATASET WAREHOUSE REPORTS MOVIELENS_DIR DATA_DIR SEED EPOCHS BATCH_SIZE
+
+STAMP := $(VENV)/.installed
+SPARK_STAGES := ingest merge explore prepare
+PYTHON_STAGES := train evaluate
+SPARK_SUBMIT = $(VENV)/bin/spark-submit --master '$(SPARK_MASTER)' \
+	--properties-file $(SPARK_PROPERTIES) $(SPARK_SUBMIT_ARGS)
+
+.PHONY: help setup check-java run pipeline $(SPARK_STAGES) $(PYTHON_STAGES) summary \
+	lint format test test-fast clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "} {printf "  %-20s %s\n", $$1, $$2}'
+
+check-java: ## fail with a hint unless Java 17 or newer is on PATH
+	@$(PYTHON) scripts/check_java.py
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[spark,train,dev]'
+	@touch $@
+
+setup: check-java $(STAMP) ## create .venv and install the pinned dependencies
+
+run: setup pipeline ## set up, then run every stage on DATASET (default ml-latest-small)
+
+pipeline: $(SPARK_STAGES) $(PYTHON_STAGES) summary
+
+$(SPARK_STAGES): setup
+	$(SPARK_SUBMIT) jobs/$@.py
+
+ingest: ## read the four CSV files into typed Parquet tables
+merge: ## join ratings, movies, links and tags into one row per rating
+explore: ## write rating statistics, plots and an HTML page to reports/DATASET
+prepare: ## label, index genres and split into train and test Parquet
+
+train: setup ## train the reference Keras model on the train table
+	$(VENV)/bin/lenspark-train
+
+evaluate: setup ## score the model on the test table against the majority class
+	$(VENV)/bin/lenspark-evaluate
+
+summary:
+	@$(PY) -m lenspark.summary
+
+lint: $(STAMP) ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: check-java $(STAMP) lint ## lint, then every test, slow ones included
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: check-java $(STAMP) ## every test not marked slow
+	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+clean: ## remove the warehouse, reports and build files (keeps .venv and data/)
+	rm -rf $(WAREHOUSE) $(REPORTS) build dist spark-warehouse metastore_db .pytest_cache
+
+-include mk/*.mk

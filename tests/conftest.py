@@ -1,0 +1,78 @@
+"""Shared fixtures: one local Spark session per test session, and the real sample's location."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_DIR = Path(
+    os.environ.get("LENSPARK_SAMPLE_DIR", REPO.parent / "shared/data/ml-latest-small")
+)
+
+# md5 of the 2016 edition of ml-latest-small; the exact figures are asserted only on it.
+SAMPLE_2016_MD5 = {
+    "ratings.csv": "ca345f6cdb982baf0ad30a226278c194",
+    "movies.csv": "2b51e3eab5190e00cfe25fe703821586",
+    "tags.csv": "59499cba90dc5ffaaf0e61257081a0e0",
+    "links.csv": "8ba0feb51b8291395bd233b0ef566250",
+}
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """A local[2] session with few shuffle partitions, no UI and a temporary local dir."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    local_dir = tmp_path_factory.mktemp("spark-local")
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("lenspark-tests")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.local.dir", str(local_dir))
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The real ml-latest-small folder; fails under CI and skips elsewhere when it is missing."""
+    if not (SAMPLE_DIR / "ratings.csv").is_file():
+        message = (
+            f"the real ml-latest-small sample was not found at {SAMPLE_DIR}; "
+            "set LENSPARK_SAMPLE_DIR to an unpacked copy"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def sample_is_2016(sample_dir: Path) -> bool:
+    """Whether the sample is the 2016 edition whose published figures the tests assert."""
+    return all(_md5(sample_dir / name) == md5 for name, md5 in SAMPLE_2016_MD5.items())
+
+
+@pytest.fixture(scope="session")
+def figures_2016(sample_is_2016: bool) -> None:
+    """Skip a test that asserts the 2016 edition's exact figures on another edition."""
+    if not sample_is_2016:
+        pytest.skip("the sample is not the 2016 edition of ml-latest-small; exact figures differ")
