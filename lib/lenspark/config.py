@@ -16,6 +16,7 @@ from lenspark.errors import ConfigError
 DEFAULT_DATASET = "ml-latest-small"
 DEFAULT_SEED = 1234
 DEFAULT_TRAIN_PERCENT = 80
+SPLITS = ("hash", "temporal")
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
 
 
@@ -34,6 +35,11 @@ class Config:
     epochs: int = 20
     batch_size: int = 32
     max_reject_rate: float = 0.001
+    split: str = "hash"
+    validation_percent: int = 10
+    models: str = "auto"
+    top_n: int = 10
+    ranking_users: int = 10_000
 
     def __post_init__(self) -> None:
         if not 0 < self.train_percent < 100:
@@ -42,6 +48,17 @@ class Config:
             raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.split not in SPLITS:
+            raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if not 0 <= self.validation_percent < self.train_percent:
+            raise ConfigError(
+                f"--validation-percent must be between 0 and --train-percent "
+                f"({self.train_percent}), got {self.validation_percent}"
+            )
+        if self.top_n < 1:
+            raise ConfigError(f"--top-n must be at least 1, got {self.top_n}")
+        if self.ranking_users < 1:
+            raise ConfigError(f"--ranking-users must be at least 1, got {self.ranking_users}")
         if not 0.0 <= self.max_reject_rate <= 1.0:
             raise ConfigError(
                 f"--max-reject-rate must be between 0 and 1, got {self.max_reject_rate}"
@@ -133,6 +150,39 @@ def build_parser(description: str, *, training: bool = False) -> argparse.Argume
         type=float,
         default=_env_float("MAX_REJECT_RATE", 0.001),
         help="share of invalid input rows above which a stage fails, 0..1 (env MAX_REJECT_RATE)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=env.get("SPLIT") or "hash",
+        help="hash: by md5 of (userId, movieId, seed); temporal: each user's latest ratings "
+        "go to test (env SPLIT)",
+    )
+    parser.add_argument(
+        "--validation-percent",
+        type=int,
+        default=_env_int("VALIDATION_PERCENT", 10),
+        help="share of all ratings carved from train for early stopping and model selection, "
+        "in percent (env VALIDATION_PERCENT)",
+    )
+    parser.add_argument(
+        "--models",
+        default=env.get("MODELS") or "auto",
+        help="comma-separated models to train and compare, or auto for the dataset's default "
+        "(env MODELS)",
+    )
+    parser.add_argument(
+        "--top-n",
+        type=int,
+        default=_env_int("N", 10),
+        help="recommendations per user (env N)",
+    )
+    parser.add_argument(
+        "--ranking-users",
+        type=int,
+        default=_env_int("RANKING_USERS", 10_000),
+        help="maximum users scored by the ranking metrics; a seeded sample above that "
+        "(env RANKING_USERS)",
     )
     if training:
         parser.add_argument(

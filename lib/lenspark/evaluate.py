@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 
-from lenspark import manifest, parquet_io, storage
+from lenspark import manifest, parquet_io, report, storage
 from lenspark.columns import LABEL, NUM_CLASSES
 from lenspark.config import Config, parse_config
 from lenspark.errors import InputFormatError, LensparkError
@@ -133,6 +133,7 @@ def run(config: Config) -> dict[str, Any]:
     counts = {"rows_in": metrics["test_rows"]}
     counts.update((key, value) for key, value in metrics.items() if key != "dataset")
     manifest.record_stage(config, STAGE, counts, outputs, clock["seconds"])
+    report.render_report(config)
     return metrics
 
 

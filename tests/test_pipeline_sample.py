@@ -1,0 +1,151 @@
+"""End to end on the real ml-latest-small sample: `make pipeline` once, then every figure.
+
+The pipeline runs once per test session through the same Make targets and
+spark-submit commands a user types. The exact figures hold for the 2016 edition.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pyarrow.dataset as ds
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(sample_dir, tmp_path_factory):
+    """Run `make pipeline` on the sample into a temporary warehouse; return the paths and output."""
+    root = tmp_path_factory.mktemp("pipeline")
+    warehouse = root / "warehouse"
+    reports = root / "reports"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MAKE", "MFLAGS", "PYSPARK", "SPARK_"))
+    }
+    env.update(DATASET="ml-latest-small", MOVIELENS_DIR=str(sample_dir))
+    command = [
+        "make",
+        "--no-print-directory",
+        "pipeline",
+        f"WAREHOUSE={warehouse}",
+        f"REPORTS={reports}",
+        "SPARK_MASTER=local[2]",
+    ]
+    result = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} exited with {result.returncode}\n"
+            f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-8000:]}"
+        )
+    return {
+        "warehouse": warehouse / "ml-latest-small",
+        "reports": reports / "ml-latest-small",
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+    }
+
+
+def manifest(run, stage: str) -> dict:
+    return json.loads((run["warehouse"] / "_manifest" / f"{stage}.json").read_text())
+
+
+def read_table(run, table: str, columns: list[str]):
+    folder = run["warehouse"] / table
+    assert (folder / "_SUCCESS").is_file(), f"{folder} has no _SUCCESS marker"
+    return ds.dataset(folder, format="parquet", exclude_invalid_files=True).to_table(
+        columns=columns
+    )
+
+
+@pytest.mark.usefixtures("figures_2016")
+class TestSampleFigures:
+    def test_ingest_counts(self, pipeline_run):
+        counts = manifest(pipeline_run, "ingest")["counts"]
+        assert counts["movies"]["rows_out"] == 9_125
+        assert counts["ratings"]["rows_out"] == 100_004
+        assert counts["tags"]["rows_out"] == 1_296
+        assert counts["links"]["rows_out"] == 9_125
+        for table in ("ratings", "movies", "tags", "links"):
+            assert counts[table]["rows_rejected"] == 0
+
+    def test_merge_counts(self, pipeline_run):
+        counts = manifest(pipeline_run, "merge")["counts"]
+        assert counts["ratings_after_inner_joins"] == 100_004
+        assert counts["plain_left_join_rows"] == 100_441
+        assert counts["rows_out"] == 100_004
+        assert counts["tags_without_rating"] == 357
+        assert counts["ratings_dropped_by_inner_joins"] == 0
+
+    def test_merged_table_rows(self, pipeline_run):
+        assert read_table(pipeline_run, "merged", ["userId"]).num_rows == 100_004
+
+    def test_explore_figures(self, pipeline_run):
+        figures = json.loads((pipeline_run["reports"] / "explore.json").read_text())
+        assert round(figures["rating_summary"]["mean"], 4) == 3.5436
+        assert figures["rating_summary"]["count"] == 100_004
+        assert figures["most_frequent_rating"] == {"rating": 4.0, "count": 28_750}
+        assert figures["top_users"][0] == {"userId": 547, "ratings": 2_391}
+
+    def test_train_test_disjoint_and_complete(self, pipeline_run):
+        keys = ["userid", "movieid"]
+        train = read_table(pipeline_run, "train", keys).to_pandas()
+        test = read_table(pipeline_run, "test", keys).to_pandas()
+        assert len(train) + len(test) == 100_004
+        assert len(train.merge(test, on=keys)) == 0
+        assert not train.duplicated(keys).any()
+        counts = manifest(pipeline_run, "prepare")["counts"]
+        assert counts["train_rows"] == len(train)
+        assert counts["test_rows"] == len(test)
+
+
+def test_report_files(pipeline_run):
+    reports = pipeline_run["reports"]
+    for name in (
+        "explore.json",
+        "rating_histogram.png",
+        "ratings_per_user.png",
+        "training_history.json",
+        "training_history.png",
+        "metrics.json",
+        "index.html",
+    ):
+        assert (reports / name).is_file(), f"{name} missing from {reports}"
+    page = (reports / "index.html").read_text()
+    assert "rating_histogram.png" in page
+    assert "majority-class baseline" in page
+
+
+def test_png_files_are_images(pipeline_run):
+    for name in ("rating_histogram.png", "ratings_per_user.png", "training_history.png"):
+        assert (pipeline_run["reports"] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reference_model_accuracy_near_majority(pipeline_run):
+    metrics = json.loads((pipeline_run["reports"] / "metrics.json").read_text())
+    history = json.loads((pipeline_run["reports"] / "training_history.json").read_text())
+    assert len(history) == 20
+    assert metrics["majority_class"] == 4
+    assert 0.37 <= metrics["majority_class_accuracy"] <= 0.42
+    # The reference recipe feeds raw ids into dense layers and learns little.
+    assert 0.30 <= metrics["test_accuracy"] <= 0.46
+    assert metrics["beats_majority"] == (
+        metrics["test_accuracy"] > metrics["majority_class_accuracy"]
+    )
+
+
+def test_summary_states_verdict(pipeline_run):
+    assert "majority-class baseline" in pipeline_run["stdout"]
+    assert "Test accuracy" in pipeline_run["stdout"]
+
+
+def test_model_saved(pipeline_run):
+    assert (pipeline_run["warehouse"] / "models" / "reference.keras").is_file()
