@@ -110,6 +110,7 @@ def config(tmp_path: Path) -> Config:
         seed=7,
         epochs=1,
         batch_size=32,
+        checkpoint_dir=str(tmp_path / "checkpoints"),
     )
 
 

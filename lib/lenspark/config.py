@@ -40,6 +40,7 @@ class Config:
     models: str = "auto"
     top_n: int = 10
     ranking_users: int = 10_000
+    checkpoint_dir: str = "checkpoints"
 
     def __post_init__(self) -> None:
         if not 0 < self.train_percent < 100:
@@ -185,6 +186,12 @@ def build_parser(description: str, *, training: bool = False) -> argparse.Argume
         "(env RANKING_USERS)",
     )
     if training:
+        parser.add_argument(
+            "--checkpoint-dir",
+            default=env.get("CHECKPOINT_DIR") or "checkpoints",
+            help="local folder where training saves a backup after each epoch, so that a "
+            "killed run resumes (env CHECKPOINT_DIR)",
+        )
         parser.add_argument(
             "--epochs",
             type=int,

@@ -8,7 +8,9 @@ accuracy and loss as ``training_history.json`` and a plot of them as
 from __future__ import annotations
 
 import io
+import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,16 +61,6 @@ def history_plot_uri(config: Config) -> str:
     return report_uri(config, "training_history.png")
 
 
-def history_records(history: dict[str, list[float]]) -> list[dict[str, float | int]]:
-    """Convert Keras's ``History.history`` into one record per epoch, numbered from 1."""
-    return [
-        {"epoch": index + 1, "accuracy": float(accuracy), "loss": float(loss)}
-        for index, (accuracy, loss) in enumerate(
-            zip(history["accuracy"], history["loss"], strict=True)
-        )
-    ]
-
-
 def plot_history(records: list[dict[str, float | int]], dataset: str) -> bytes:
     """Render training accuracy and loss against the epoch as PNG bytes."""
     epochs = [record["epoch"] for record in records]
@@ -95,6 +87,52 @@ def plot_history(records: list[dict[str, float | int]], dataset: str) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Append each finished epoch's accuracy and loss to a JSON file.
+
+    ``BackupAndRestore`` resumes a killed run at the epoch after its last backup,
+    and ``fit`` then reports only the epochs it ran, so the earlier epochs are kept
+    here. Records past the epoch being finished are dropped, which covers a kill
+    between this file's write and the backup's.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def load(self) -> list[dict[str, float | int]]:
+        """Return the records written so far, oldest first."""
+        return json.loads(self.path.read_text()) if self.path.is_file() else []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        records = [record for record in self.load() if record["epoch"] <= epoch]
+        records.append(
+            {"epoch": epoch + 1, "accuracy": float(logs["accuracy"]), "loss": float(logs["loss"])}
+        )
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(records))
+        temporary.replace(self.path)
+
+
+def checkpoint_folder(config: Config, fingerprint: dict[str, Any]) -> Path:
+    """Return the local folder of this training run's backups, emptied if it is from another run.
+
+    A backup is only resumed when the dataset, rows, seed, epochs and batch size
+    are those it was made with, recorded in ``fingerprint.json``.
+    """
+    folder = Path(config.checkpoint_dir) / config.dataset / "reference"
+    recorded = folder / "fingerprint.json"
+    if folder.exists() and (
+        not recorded.is_file() or json.loads(recorded.read_text()) != fingerprint
+    ):
+        logger.info("Discarding the training backup in %s: it belongs to another run", folder)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(fingerprint))
+    return folder
 
 
 def save_model(model: keras.Model, uri: str) -> None:
@@ -137,10 +175,35 @@ def run(config: Config) -> dict[str, Any]:
         # model's weights are initialized.
         keras.utils.set_random_seed(config.seed)
         model = build_reference_model()
-        history = model.fit(
-            features, targets, epochs=config.epochs, batch_size=config.batch_size, verbose=2
+        fingerprint = {
+            "dataset": config.dataset,
+            "rows": table.num_rows,
+            "seed": config.seed,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+        }
+        checkpoints = checkpoint_folder(config, fingerprint)
+        epoch_history = EpochHistory(checkpoints / "history.json")
+        if epoch_history.load():
+            logger.info(
+                "Resuming from the backup in %s after epoch %d",
+                checkpoints,
+                epoch_history.load()[-1]["epoch"],
+            )
+        model.fit(
+            features,
+            targets,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            verbose=2,
+            # The history file is written before the backup, so it never lags behind it.
+            callbacks=[
+                epoch_history,
+                keras.callbacks.BackupAndRestore(str(checkpoints / "backup")),
+            ],
         )
-        records = history_records(history.history)
+        records = epoch_history.load()
+        shutil.rmtree(checkpoints)
 
         save_model(model, outputs["model"])
         storage.write_json(outputs["training_history"], records)
