@@ -8,7 +8,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import types as T
 
-from lenspark import ingest, schemas
+from lenspark import ingest, schemas, storage
 from lenspark.config import Config
 from lenspark.errors import DataQualityError, InputFormatError
 
@@ -167,9 +167,9 @@ def test_run_accounts_for_every_row(spark, tmp_path):
     assert ratings["rows_out"] == 1
     assert ratings["rows_rejected"] == 2
     assert ratings["rows_in"] == ratings["rows_out"] + ratings["rows_rejected"]
-    rejects = spark.read.parquet(result["outputs"]["rejects"])
+    rejects = spark.read.parquet(storage.require_complete(result["outputs"]["rejects"], "ingest"))
     assert rejects.count() == 2
-    assert (Path(result["outputs"]["ratings"]) / "_SUCCESS").is_file()
+    assert storage.is_complete(storage.require_complete(result["outputs"]["ratings"], "ingest"))
 
 
 def test_run_fails_above_max_reject_rate(spark, tmp_path):
@@ -182,4 +182,4 @@ def test_run_fails_above_max_reject_rate(spark, tmp_path):
     assert "rating outside 0.5..5.0: 1 rows" in message
     assert "MAX_REJECT_RATE" in message
     # Nothing the next stage could read as complete was written.
-    assert not (tmp_path / "wh" / "tiny" / "ratings" / "_SUCCESS").exists()
+    assert not (tmp_path / "wh" / "tiny" / "ratings").exists()

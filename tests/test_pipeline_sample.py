@@ -14,6 +14,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from conftest import REPO
+from lenspark import storage
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +60,8 @@ def manifest(run, stage: str) -> dict:
 
 
 def read_table(run, table: str, columns: list[str]):
-    folder = run["warehouse"] / table
-    assert (folder / "_SUCCESS").is_file(), f"{folder} has no _SUCCESS marker"
-    return ds.dataset(folder, format="parquet", exclude_invalid_files=True).to_table(
+    location = storage.require_complete(str(run["warehouse"] / table), producer="pipeline")
+    return ds.dataset(location, format="parquet", exclude_invalid_files=True).to_table(
         columns=columns
     )
 

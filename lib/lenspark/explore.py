@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lenspark import columns as c
-from lenspark import plots, report, storage
+from lenspark import plots, report, storage, tables
 from lenspark.config import Config
 from lenspark.merge import MERGED_TABLE
 
@@ -72,9 +72,7 @@ def _format_rating(value: float) -> str:
 
 def run(spark: SparkSession, config: Config) -> dict:
     """Compute the figures, write the JSON, the plots and the HTML page, return the counts."""
-    merged_uri = storage.table_uri(config.warehouse, config.dataset, MERGED_TABLE)
-    storage.require_complete(merged_uri, producer="merge")
-    merged = spark.read.parquet(storage.spark_uri(merged_uri))
+    merged = tables.read_table(spark, config, MERGED_TABLE, producer="merge")
 
     summary = rating_summary(merged)
     value_counts = [row.asDict() for row in rating_value_counts(merged).collect()]

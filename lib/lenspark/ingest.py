@@ -13,7 +13,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lenspark import columns as c
-from lenspark import schemas, sources, storage
+from lenspark import schemas, sources, storage, tables
 from lenspark.config import Config
 from lenspark.errors import DataQualityError, InputFormatError
 
@@ -208,12 +208,11 @@ def run(spark: SparkSession, config: Config, source: str | None = None) -> dict:
             counts[table]["rows_rejected"],
         )
 
-    rejects_uri = storage.table_uri(config.warehouse, config.dataset, REJECTS_TABLE)
     rejects = None
     for table in TABLES:
         part = rejected_rows(classified[table], f"{table}.csv", table)
         rejects = part if rejects is None else rejects.unionByName(part)
-    rejects.coalesce(1).write.mode("overwrite").parquet(storage.spark_uri(rejects_uri))
+    rejects_uri = tables.write_table(rejects, config, REJECTS_TABLE, files=1)
 
     for table in TABLES:
         check_reject_rate(
@@ -229,9 +228,8 @@ def run(spark: SparkSession, config: Config, source: str | None = None) -> dict:
 
     outputs = {"rejects": rejects_uri}
     for table in TABLES:
-        uri = storage.table_uri(config.warehouse, config.dataset, table)
-        valid_rows(classified[table], table).write.mode("overwrite").parquet(storage.spark_uri(uri))
-        rows_out = spark.read.parquet(storage.spark_uri(uri)).count()
+        uri = tables.write_table(valid_rows(classified[table], table), config, table)
+        rows_out = tables.count_rows(spark, config, table, producer="ingest")
         table_counts = counts[table]
         table_counts["rows_out"] = rows_out
         if rows_out + table_counts["rows_rejected"] != table_counts["rows_in"]:

@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lenspark import columns as c
-from lenspark import storage
+from lenspark import tables
 from lenspark.config import Config
 
 logger = logging.getLogger(__name__)
@@ -111,26 +111,23 @@ def plain_left_join_rows(ratings: DataFrame, tags: DataFrame) -> int:
 
 def run(spark: SparkSession, config: Config) -> dict:
     """Merge the ingested tables, write the merged table, and return the join counts."""
-    tables = {}
-    for name in ("ratings", "movies", "links", "tags"):
-        uri = storage.table_uri(config.warehouse, config.dataset, name)
-        storage.require_complete(uri, producer="ingest")
-        tables[name] = spark.read.parquet(storage.spark_uri(uri))
-    ratings, movies, links, tags = (tables[n] for n in ("ratings", "movies", "links", "tags"))
+    inputs = {
+        name: tables.read_table(spark, config, name, producer="ingest")
+        for name in ("ratings", "movies", "links", "tags")
+    }
+    ratings, movies, links, tags = (inputs[n] for n in ("ratings", "movies", "links", "tags"))
 
-    merged_uri = storage.table_uri(config.warehouse, config.dataset, MERGED_TABLE)
-    merge_ratings(ratings, movies, links, tags).write.mode("overwrite").parquet(
-        storage.spark_uri(merged_uri)
+    merged_uri = tables.write_table(
+        merge_ratings(ratings, movies, links, tags), config, MERGED_TABLE
     )
-    rejects_uri = storage.table_uri(config.warehouse, config.dataset, REJECTS_TABLE)
-    unmatched_ratings(ratings, movies, links).coalesce(1).write.mode("overwrite").parquet(
-        storage.spark_uri(rejects_uri)
+    rejects_uri = tables.write_table(
+        unmatched_ratings(ratings, movies, links), config, REJECTS_TABLE, files=1
     )
 
-    rejects = spark.read.parquet(storage.spark_uri(rejects_uri))
+    rejects = tables.read_table(spark, config, REJECTS_TABLE, producer="merge")
     reasons = {row["reason"]: row["count"] for row in rejects.groupBy("reason").count().collect()}
     ratings_in = ratings.count()
-    merged_rows = spark.read.parquet(storage.spark_uri(merged_uri)).count()
+    merged_rows = tables.count_rows(spark, config, MERGED_TABLE, producer="merge")
     inner_joined = ratings.join(movies.select(c.MOVIE_ID), c.MOVIE_ID).join(
         links.select(c.MOVIE_ID), c.MOVIE_ID
     )

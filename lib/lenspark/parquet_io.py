@@ -28,8 +28,8 @@ def open_dataset(uri: str, columns: Sequence[str], producer: str = "prepare") ->
     Raises IncompleteTableError if the ``_SUCCESS`` marker is missing (the message
     names ``make <producer>``), and InputFormatError if a column in ``columns`` is missing.
     """
-    storage.require_complete(uri, producer=producer)
-    fs, path = storage.filesystem(uri)
+    location = storage.require_complete(uri, producer=producer)
+    fs, path = storage.filesystem(location)
     dataset = pads.dataset(
         path,
         filesystem=fs,

@@ -8,8 +8,11 @@ converted here. This module never imports pyspark.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,18 @@ import pyarrow.fs as pafs
 
 from lenspark.errors import IncompleteTableError
 
+logger = logging.getLogger(__name__)
+
 SUCCESS_MARKER = "_SUCCESS"
 S3_SCHEMES = ("s3", "s3a")
+# A table folder holds one subfolder per write under VERSIONS_FOLDER and a pointer
+# file naming the complete version that readers use. Spark and pyarrow skip names
+# that start with "_", so reading the table folder itself finds no rows.
+VERSIONS_FOLDER = "_versions"
+CURRENT_POINTER = "_CURRENT"
+# Versions kept besides the current one, so a reader that resolved the pointer just
+# before a newer write still finds its files.
+PREVIOUS_VERSIONS_KEPT = 1
 
 
 def is_s3(uri: str) -> bool:
@@ -82,16 +95,74 @@ def is_complete(uri: str) -> bool:
     return exists(f"{uri.rstrip('/')}/{SUCCESS_MARKER}")
 
 
-def require_complete(uri: str, producer: str) -> None:
-    """Raise IncompleteTableError unless the table at ``uri`` was written to completion.
+def new_version(uri: str) -> str:
+    """Return a fresh, empty location for the next write of the table at ``uri``.
 
-    ``producer`` names the stage that writes the table, for the message's fix.
+    Version names sort by time: a UTC timestamp and a random suffix.
     """
-    if is_complete(uri):
-        return
-    if exists(uri):
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{uri.rstrip('/')}/{VERSIONS_FOLDER}/{stamp}-{secrets.token_hex(3)}"
+
+
+def publish_version(uri: str, version_uri: str) -> None:
+    """Point the table at ``uri`` to the complete write at ``version_uri``, then prune.
+
+    The pointer is one small file written atomically, so a reader sees the old
+    version or the new one. A version without its ``_SUCCESS`` marker is refused.
+    """
+    if not is_complete(version_uri):
+        raise IncompleteTableError(
+            f"{version_uri} has no {SUCCESS_MARKER} marker, so it cannot become the current "
+            "version; its writer did not finish."
+        )
+    version = version_uri.rstrip("/").rsplit("/", 1)[1]
+    write_text(f"{uri.rstrip('/')}/{CURRENT_POINTER}", version + "\n")
+    _prune_versions(uri, keep=version)
+
+
+def _prune_versions(uri: str, keep: str) -> None:
+    fs, path = filesystem(f"{uri.rstrip('/')}/{VERSIONS_FOLDER}")
+    selector = pafs.FileSelector(path, allow_not_found=True)
+    folders = sorted(
+        info.base_name
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.Directory
+    )
+    older = [name for name in folders if name < keep]
+    stale = older[: max(len(older) - PREVIOUS_VERSIONS_KEPT, 0)]
+    # Versions newer than the one published are other writers' work in progress.
+    for name in stale:
+        fs.delete_dir(f"{path}/{name}")
+        logger.debug("deleted old version %s of %s", name, uri)
+
+
+def current_version(uri: str) -> str | None:
+    """Return the location of the table's current version, or None when there is no pointer."""
+    pointer = f"{uri.rstrip('/')}/{CURRENT_POINTER}"
+    if not exists(pointer):
+        return None
+    version = read_text(pointer).strip()
+    return f"{uri.rstrip('/')}/{VERSIONS_FOLDER}/{version}"
+
+
+def require_complete(uri: str, producer: str) -> str:
+    """Return the location to read the table at ``uri`` from, or raise IncompleteTableError.
+
+    That is the version its pointer names, when complete; a table written in place
+    by another tool is accepted when it has a ``_SUCCESS`` marker. ``producer``
+    names the stage that writes the table, for the message's fix.
+    """
+    version = current_version(uri)
+    if version is not None:
+        if is_complete(version):
+            return version
+        problem = f"points to {version}, which has no {SUCCESS_MARKER} marker"
+    elif is_complete(uri):
+        return uri
+    elif exists(uri):
         problem = (
-            f"has no {SUCCESS_MARKER} marker, so the {producer} stage that writes it did not finish"
+            f"has no complete version (no {CURRENT_POINTER} pointer and no {SUCCESS_MARKER} "
+            f"marker), so the {producer} stage that writes it did not finish"
         )
     else:
         problem = "does not exist"
