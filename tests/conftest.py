@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,48 @@ def figures_2016(sample_is_2016: bool) -> None:
     """Skip a test that asserts the 2016 edition's exact figures on another edition."""
     if not sample_is_2016:
         pytest.skip("the sample is not the 2016 edition of ml-latest-small; exact figures differ")
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(sample_dir, tmp_path_factory):
+    """Run `make pipeline` on the sample into a temporary warehouse; return the paths and output."""
+    root = tmp_path_factory.mktemp("pipeline")
+    warehouse = root / "warehouse"
+    reports = root / "reports"
+    env = make_environment()
+    env.update(
+        DATASET="ml-latest-small",
+        MOVIELENS_DIR=str(sample_dir),
+        CHECKPOINT_DIR=str(root / "checkpoints"),
+    )
+    command = [
+        "make",
+        "--no-print-directory",
+        "pipeline",
+        f"WAREHOUSE={warehouse}",
+        f"REPORTS={reports}",
+        "SPARK_MASTER=local[2]",
+    ]
+    result = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} exited with {result.returncode}\n"
+            f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-8000:]}"
+        )
+    return {
+        "warehouse": warehouse / "ml-latest-small",
+        "reports": reports / "ml-latest-small",
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+    }
+
+
+def make_environment() -> dict[str, str]:
+    """Return this process's environment without the variables of an enclosing make or Spark."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MAKE", "MFLAGS", "PYSPARK", "SPARK_"))
+    }

@@ -7,52 +7,13 @@ spark-submit commands a user types. The exact figures hold for the 2016 edition.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import REPO
 from lenspark import storage
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def pipeline_run(sample_dir, tmp_path_factory):
-    """Run `make pipeline` on the sample into a temporary warehouse; return the paths and output."""
-    root = tmp_path_factory.mktemp("pipeline")
-    warehouse = root / "warehouse"
-    reports = root / "reports"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MAKE", "MFLAGS", "PYSPARK", "SPARK_"))
-    }
-    env.update(DATASET="ml-latest-small", MOVIELENS_DIR=str(sample_dir))
-    command = [
-        "make",
-        "--no-print-directory",
-        "pipeline",
-        f"WAREHOUSE={warehouse}",
-        f"REPORTS={reports}",
-        "SPARK_MASTER=local[2]",
-    ]
-    result = subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"{' '.join(command)} exited with {result.returncode}\n"
-            f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-8000:]}"
-        )
-    return {
-        "warehouse": warehouse / "ml-latest-small",
-        "reports": reports / "ml-latest-small",
-        "stdout": result.stdout,
-        "stderr": result.stderr,
-    }
 
 
 def manifest(run, stage: str) -> dict:
