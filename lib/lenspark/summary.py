@@ -51,6 +51,10 @@ def baseline_sentence(metrics: dict[str, Any]) -> str:
     )
 
 
+def _is_file_counts(value: Any) -> bool:
+    return isinstance(value, dict) and "rows_in" in value and "rows_rejected" in value
+
+
 def format_summary(
     config: Config, entries: dict[str, dict[str, Any]], metrics: dict[str, Any] | None
 ) -> str:
@@ -59,8 +63,16 @@ def format_summary(
 
     lines.append("Counts per stage:")
     for stage, entry in entries.items():
-        counts = ", ".join(f"{key}={format_value(value)}" for key, value in entry["counts"].items())
-        lines.append(f"  {stage:<9} {entry['seconds']:>8.1f} s  {counts}")
+        flat = {k: v for k, v in entry["counts"].items() if not _is_file_counts(v)}
+        counts = ", ".join(f"{key}={format_value(value)}" for key, value in flat.items())
+        lines.append(f"  {stage:<9} {entry['seconds']:>8.1f} s  {counts}".rstrip())
+        for name, value in entry["counts"].items():
+            if _is_file_counts(value):
+                lines.append(
+                    f"  {'':<9} {'':>10}  {name}: {value['rows_in']} in, "
+                    f"{value.get('rows_out', '?')} out, {value['rows_rejected']} rejected"
+                    + (f" ({format_value(value['reasons'])})" if value.get("reasons") else "")
+                )
     missing = [stage for stage in manifest.STAGES if stage not in entries]
     if missing:
         lines.append(f"  No manifest for: {', '.join(missing)} (run make run to run every stage).")
