@@ -127,6 +127,8 @@ def test_missing_file_names_path(tmp_path):
         ("1,6,9.0,104", "rating outside 0.5..5.0"),
         ("1,7,0.0,104", "rating outside 0.5..5.0"),
         ("1,8,3.3,104", "rating not a multiple of 0.5"),
+        ("-1,9,3.0,104", "userId not a positive integer"),
+        ("1,0,3.0,104", "movieId not a positive integer"),
     ],
 )
 def test_bad_rating_row_is_rejected_with_reason(spark, tmp_path, line, reason):

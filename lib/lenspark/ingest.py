@@ -103,6 +103,12 @@ def _row_checks(table: str) -> list[tuple[Column, str]]:
         ),
     ]
     checks += [(F.col(name).isNull(), f"missing {name}") for name in REQUIRED_COLUMNS[table]]
+    # MovieLens ids start at 1; Spark's integer parser accepts a sign.
+    checks += [
+        (F.col(name) <= 0, f"{name} not a positive integer")
+        for name in (c.USER_ID, c.MOVIE_ID, c.TMDB_ID)
+        if name in schemas.CSV_SCHEMAS[table].fieldNames()
+    ]
     if table == "ratings":
         rating = F.col(c.RATING)
         checks.append(((rating < 0.5) | (rating > 5.0), "rating outside 0.5..5.0"))

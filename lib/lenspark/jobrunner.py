@@ -10,6 +10,7 @@ from lenspark.config import Config, parse_config
 from lenspark.errors import LensparkError
 from lenspark.logs import configure_logging, timed
 from lenspark.manifest import record_stage
+from lenspark.preflight import run_preflight
 
 logger = logging.getLogger("lenspark.job")
 
@@ -22,11 +23,17 @@ def run_spark_stage(
     """Run one Spark stage and return the process exit code.
 
     ``run(spark, config)`` returns ``{"counts": ..., "outputs": ...}``, which goes
-    into the stage's manifest. A LensparkError is logged as one line and gives
-    exit code 2, so the user reads the cause before any Java stack trace.
+    into the stage's manifest. The preflight checks run before Spark starts. A
+    LensparkError is logged as one line and gives exit code 2, so the user reads
+    the cause before any Java stack trace.
     """
     configure_logging()
-    config = parse_config(description, argv)
+    try:
+        config = parse_config(description, argv)
+        run_preflight(config, stage)
+    except LensparkError as error:
+        logger.error("%s failed before Spark started: %s", stage, error)
+        return 2
 
     # pyspark is imported here, not at module level, so that --help answers without a JVM.
     from lenspark.spark import get_session
