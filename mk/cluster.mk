@@ -3,8 +3,8 @@
 # The Docker cluster (docker/docker-compose.yml): MinIO with the bucket, a Spark
 # standalone master, WORKERS workers, a history server, and one-shot containers that
 # submit the Spark stages and train the model. Without a Docker engine, a standalone
-# master and worker from the venv's pyspark (scripts/local_cluster.py) take the
-# Spark stages instead, with the warehouse on local disk.
+# master and LOCAL_WORKERS workers from the venv's pyspark (scripts/local_cluster.py)
+# take the Spark stages instead, with the warehouse on local disk.
 
 WORKERS ?= 1
 # One Spark stage to submit, for example JOB=ingest; empty submits every Spark stage.
@@ -12,6 +12,8 @@ JOB ?=
 # A service for cluster-logs, for example SERVICE=spark-master; empty shows all.
 SERVICE ?=
 CLUSTER_STATE ?= .local-cluster
+# Workers of the local cluster; each offers LOCAL_WORKER_CORES and LOCAL_WORKER_MEMORY.
+LOCAL_WORKERS ?= 1
 LOCAL_WORKER_CORES ?= 2
 LOCAL_WORKER_MEMORY ?= 4g
 COMPOSE := docker compose --file docker/docker-compose.yml --env-file .env
@@ -91,11 +93,11 @@ cluster-status: ## show the Docker cluster's containers, or the local cluster's 
 		$(PY) scripts/local_cluster.py status --state-dir $(CLUSTER_STATE); \
 	fi
 
-local-cluster-up: check-java $(STAMP) ## start a Spark master and worker on 127.0.0.1 from the venv
+local-cluster-up: check-java $(STAMP) ## start a Spark master and LOCAL_WORKERS workers on 127.0.0.1
 	$(PY) scripts/local_cluster.py start --state-dir $(CLUSTER_STATE) \
-		--cores $(LOCAL_WORKER_CORES) --memory $(LOCAL_WORKER_MEMORY)
+		--workers $(LOCAL_WORKERS) --cores $(LOCAL_WORKER_CORES) --memory $(LOCAL_WORKER_MEMORY)
 
-local-cluster-down: ## stop exactly the master and worker that local-cluster-up started
+local-cluster-down: ## stop exactly the master and workers that local-cluster-up started
 	$(PY) scripts/local_cluster.py stop --state-dir $(CLUSTER_STATE)
 
 package: $(PACKAGE_ZIP) ## zip lib/lenspark into dist/lenspark.zip for spark-submit --py-files

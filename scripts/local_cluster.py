@@ -1,7 +1,8 @@
-"""Start and stop a Spark standalone master and one worker from the installed pyspark.
+"""Start and stop a Spark standalone master and its workers from the installed pyspark.
 
-For machines without a Docker engine: both daemons run as `spark-class` processes
-bound to 127.0.0.1 on free ports, their web UIs included. The state folder
+For machines without a Docker engine: the daemons run as `spark-class` processes
+bound to 127.0.0.1 on free ports, their web UIs included. Each worker has its own
+log (`worker-<n>.log`) and work folder (`work/worker-<n>`). The state folder
 (default `.local-cluster/`) stores the PIDs, the master URL, the logs and a random
 RPC authentication secret, and `stop` signals exactly the PIDs recorded there.
 
@@ -10,7 +11,7 @@ RPC authentication. A driver authenticates with the secret from the properties
 file that the `properties` command writes: the given base file with the secret
 appended (later keys win in a properties file).
 
-    python scripts/local_cluster.py start [--cores 2] [--memory 4g]
+    python scripts/local_cluster.py start [--workers 1] [--cores 2] [--memory 4g]
     python scripts/local_cluster.py properties spark-defaults.conf   # prints the file's path
     python scripts/local_cluster.py status
     python scripts/local_cluster.py stop
@@ -55,19 +56,29 @@ class ClusterError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class ClusterInfo:
-    """Addresses and PIDs of one running local cluster."""
+    """Addresses and PIDs of one running local cluster, workers in start order."""
 
     master_url: str
     master_webui_url: str
-    worker_webui_url: str
+    worker_webui_urls: tuple[str, ...]
     master_pid: int
-    worker_pid: int
+    worker_pids: tuple[int, ...]
     state_dir: str
 
     @property
-    def pids(self) -> tuple[int, int]:
-        """PIDs of the master and the worker."""
-        return (self.master_pid, self.worker_pid)
+    def worker_pid(self) -> int:
+        """PID of the first worker."""
+        return self.worker_pids[0]
+
+    @property
+    def worker_webui_url(self) -> str:
+        """Web UI address of the first worker."""
+        return self.worker_webui_urls[0]
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """PIDs of the master and every worker."""
+        return (self.master_pid, *self.worker_pids)
 
 
 def free_port(host: str = HOST) -> int:
@@ -143,7 +154,7 @@ def _log_tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _wait_for_worker(
+def _wait_for_workers(
     info: ClusterInfo, processes: dict[str, tuple[subprocess.Popen, Path]], timeout: float
 ) -> None:
     deadline = time.monotonic() + timeout
@@ -162,13 +173,15 @@ def _wait_for_worker(
             last_error = str(error)
         else:
             alive = [w for w in status.get("workers", []) if w.get("state") == "ALIVE"]
-            if alive:
+            if len(alive) >= len(info.worker_pids):
                 return
-            last_error = f"master status shows {len(alive)} ALIVE workers"
+            last_error = (
+                f"master status shows {len(alive)} of {len(info.worker_pids)} workers ALIVE"
+            )
         time.sleep(1.0)
     raise ClusterError(
-        f"The worker did not register with {info.master_url} within {timeout:.0f} s "
-        f"({last_error}). See {info.state_dir}/master.log and worker.log."
+        f"The workers did not register with {info.master_url} within {timeout:.0f} s "
+        f"({last_error}). See master.log and the worker-<n>.log files in {info.state_dir}."
     )
 
 
@@ -177,7 +190,14 @@ def read_info(state_dir: Path) -> ClusterInfo | None:
     path = state_dir / INFO_FILE
     if not path.exists():
         return None
-    return ClusterInfo(**json.loads(path.read_text()))
+    fields = json.loads(path.read_text())
+    # A cluster.json from an older version of this script records a single worker_pid.
+    if "worker_pid" in fields:
+        fields["worker_pids"] = [fields.pop("worker_pid")]
+        fields["worker_webui_urls"] = [fields.pop("worker_webui_url")]
+    fields["worker_pids"] = tuple(fields["worker_pids"])
+    fields["worker_webui_urls"] = tuple(fields["worker_webui_urls"])
+    return ClusterInfo(**fields)
 
 
 def _is_daemon(pid: int, main_class: str) -> bool:
@@ -192,8 +212,10 @@ def _is_daemon(pid: int, main_class: str) -> bool:
 
 
 def is_running(info: ClusterInfo) -> bool:
-    """Return whether both recorded daemons are still running."""
-    return _is_daemon(info.master_pid, MASTER_CLASS) and _is_daemon(info.worker_pid, WORKER_CLASS)
+    """Return whether the recorded master and every recorded worker are still running."""
+    return _is_daemon(info.master_pid, MASTER_CLASS) and all(
+        _is_daemon(pid, WORKER_CLASS) for pid in info.worker_pids
+    )
 
 
 def start_cluster(
@@ -202,33 +224,37 @@ def start_cluster(
     cores: int = 1,
     memory: str = "1g",
     timeout: float = 180.0,
+    workers: int = 1,
 ) -> ClusterInfo:
-    """Start a master and one worker on 127.0.0.1 and wait until the worker is ALIVE.
+    """Start a master and ``workers`` workers on 127.0.0.1 and wait until all are ALIVE.
 
-    ``cores`` and ``memory`` are what the worker offers to executors (memory in
+    ``cores`` and ``memory`` are what each worker offers to executors (memory in
     Spark's notation, for example ``1g``). Raises ClusterError when a cluster
-    recorded in ``state_dir`` still runs. Also raises ClusterError when the worker
-    does not register within ``timeout`` seconds, after stopping both processes.
+    recorded in ``state_dir`` still runs. Also raises ClusterError when the workers
+    do not register within ``timeout`` seconds, after stopping every process.
     """
+    if workers < 1:
+        raise ClusterError(
+            f"Invalid number of workers: {workers}. Start at least 1 worker "
+            "(--workers, or LOCAL_WORKERS for `make local-cluster-up`)."
+        )
     state_dir = Path(state_dir).absolute()
     previous = read_info(state_dir)
     if previous is not None and (
         _is_daemon(previous.master_pid, MASTER_CLASS)
-        or _is_daemon(previous.worker_pid, WORKER_CLASS)
+        or any(_is_daemon(pid, WORKER_CLASS) for pid in previous.worker_pids)
     ):
         raise ClusterError(
             f"A local cluster recorded in {state_dir} is still running at "
             f"{previous.master_url}. Stop it first with `make local-cluster-down`."
         )
     state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "work").mkdir(exist_ok=True)
     secret = secrets.token_hex(32)
     env = _daemon_environment(_write_daemon_conf(state_dir, secret))
-
-    master_port, master_webui, worker_port, worker_webui = (free_port() for _ in range(4))
     spark_class = str(spark_home() / "bin" / "spark-class")
-    master_url = f"spark://{HOST}:{master_port}"
 
+    master_port, master_webui = free_port(), free_port()
+    master_url = f"spark://{HOST}:{master_port}"
     master_log = state_dir / "master.log"
     master = _launch(
         [spark_class, MASTER_CLASS, "--host", HOST, "--port", str(master_port),
@@ -236,30 +262,44 @@ def start_cluster(
         master_log,
         env,
     )  # fmt: skip
-    worker_log = state_dir / "worker.log"
-    worker = _launch(
-        [spark_class, WORKER_CLASS, "--host", HOST, "--port", str(worker_port),
-         "--webui-port", str(worker_webui), "--cores", str(cores), "--memory", memory,
-         "--work-dir", str(state_dir / "work"), master_url],
-        worker_log,
-        env,
-    )  # fmt: skip
+    processes = {"master": (master, master_log)}
 
+    worker_webui_urls = []
+    for number in range(1, workers + 1):
+        worker_port, worker_webui = free_port(), free_port()
+        work_dir = state_dir / "work" / f"worker-{number}"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        worker_log = state_dir / f"worker-{number}.log"
+        worker = _launch(
+            [spark_class, WORKER_CLASS, "--host", HOST, "--port", str(worker_port),
+             "--webui-port", str(worker_webui), "--cores", str(cores), "--memory", memory,
+             "--work-dir", str(work_dir), master_url],
+            worker_log,
+            env,
+        )  # fmt: skip
+        processes[f"worker {number}"] = (worker, worker_log)
+        worker_webui_urls.append(f"http://{HOST}:{worker_webui}")
+
+    worker_pids = tuple(process.pid for name, (process, _) in processes.items() if name != "master")
     info = ClusterInfo(
         master_url=master_url,
         master_webui_url=f"http://{HOST}:{master_webui}",
-        worker_webui_url=f"http://{HOST}:{worker_webui}",
+        worker_webui_urls=tuple(worker_webui_urls),
         master_pid=master.pid,
-        worker_pid=worker.pid,
+        worker_pids=worker_pids,
         state_dir=str(state_dir),
     )
     # Record the PIDs before waiting, so that `stop` finds them even if this script dies.
     (state_dir / INFO_FILE).write_text(json.dumps(dataclasses.asdict(info), indent=2) + "\n")
-    logger.info("started master (PID %d) and worker (PID %d)", master.pid, worker.pid)
+    logger.info(
+        "started master (PID %d) and %d workers (PIDs %s)",
+        master.pid,
+        workers,
+        ", ".join(str(pid) for pid in worker_pids),
+    )
 
     try:
-        processes = {"master": (master, master_log), "worker": (worker, worker_log)}
-        _wait_for_worker(info, processes, timeout)
+        _wait_for_workers(info, processes, timeout)
     except BaseException:
         stop_cluster(state_dir)
         raise
@@ -307,7 +347,7 @@ def _stop_process(pid: int, main_class: str) -> bool:
 
 
 def stop_cluster(state_dir: Path = DEFAULT_STATE_DIR) -> list[int]:
-    """Stop the worker and the master recorded in ``state_dir``; return the PIDs stopped.
+    """Stop the workers, then the master recorded in ``state_dir``; return the PIDs stopped.
 
     Only the recorded PIDs are signalled, and only while their command line still
     names the Spark daemon class, so a PID reused by another program is left alone.
@@ -316,7 +356,9 @@ def stop_cluster(state_dir: Path = DEFAULT_STATE_DIR) -> list[int]:
     info = read_info(state_dir)
     stopped: list[int] = []
     if info is not None:
-        for pid, main_class in ((info.worker_pid, WORKER_CLASS), (info.master_pid, MASTER_CLASS)):
+        daemons = [(pid, WORKER_CLASS) for pid in info.worker_pids]
+        daemons.append((info.master_pid, MASTER_CLASS))
+        for pid, main_class in daemons:
             if _stop_process(pid, main_class):
                 stopped.append(pid)
                 logger.info("stopped %s (PID %d)", main_class.rsplit(".", 1)[-1], pid)
@@ -342,18 +384,24 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder for PIDs, master URL and logs (default: %(default)s)",
     )
     parser.add_argument(
-        "--cores", type=int, default=2, help="cores the worker offers (default: %(default)s)"
+        "--workers",
+        type=int,
+        default=1,
+        help="number of workers to start, each with --cores and --memory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cores", type=int, default=2, help="cores each worker offers (default: %(default)s)"
     )
     parser.add_argument(
         "--memory",
         default="4g",
-        help="memory the worker offers to executors, e.g. 4g (default: %(default)s)",
+        help="memory each worker offers to executors, e.g. 4g (default: %(default)s)",
     )
     parser.add_argument(
         "--timeout",
         type=float,
         default=180.0,
-        help="seconds to wait for the worker to register (default: %(default)s)",
+        help="seconds to wait for the workers to register (default: %(default)s)",
     )
     return parser.parse_args(argv)
 
@@ -365,11 +413,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "start":
             info = start_cluster(
-                args.state_dir, cores=args.cores, memory=args.memory, timeout=args.timeout
+                args.state_dir,
+                cores=args.cores,
+                memory=args.memory,
+                timeout=args.timeout,
+                workers=args.workers,
             )
             print(f"master    {info.master_url}")
             print(f"master UI {info.master_webui_url}")
-            print(f"worker UI {info.worker_webui_url}")
+            for url in info.worker_webui_urls:
+                print(f"worker UI {url}")
             return 0
         if args.command == "properties":
             print(write_submit_properties(args.state_dir, args.base_properties))
@@ -386,7 +439,11 @@ def main(argv: list[str] | None = None) -> int:
         status = fetch_master_status(info.master_webui_url)
         print(f"master    {info.master_url} (PID {info.master_pid})")
         print(f"master UI {info.master_webui_url}")
-        print(f"workers   {status.get('aliveworkers', 0)} ALIVE (PID {info.worker_pid})")
+        worker_pids = ", ".join(str(pid) for pid in info.worker_pids)
+        print(
+            f"workers   {status.get('aliveworkers', 0)} of {len(info.worker_pids)} ALIVE "
+            f"(PIDs {worker_pids})"
+        )
         print(f"running   {len(status.get('activeapps', []))} applications")
         return 0
     except (ClusterError, OSError) as error:
