@@ -23,10 +23,11 @@ export PYSPARK_PYTHON
 SPARK_CONF_DIR ?= $(abspath conf)
 SPARK_LOCAL_IP ?= 127.0.0.1
 export SPARK_CONF_DIR SPARK_LOCAL_IP
-export DATASET WAREHOUSE REPORTS MOVIELENS_DIR DATA_DIR SEED EPOCHS BATCH_SIZE
+export DATASET WAREHOUSE REPORTS MOVIELENS_DIR DATA_DIR SEED EPOCHS BATCH_SIZE \
+	TRAIN_PERCENT MAX_REJECT_RATE SPLIT VALIDATION_PERCENT MODELS N RANKING_USERS CHECKPOINT_DIR
 
 STAMP := $(VENV)/.installed
-SPARK_STAGES := ingest merge explore prepare
+SPARK_STAGES := ingest merge explore prepare index als
 PYTHON_STAGES := train evaluate
 SPARK_SUBMIT = $(VENV)/bin/spark-submit --master '$(SPARK_MASTER)' \
 	--properties-file $(SPARK_PROPERTIES) $(SPARK_SUBMIT_ARGS)
@@ -59,7 +60,9 @@ $(SPARK_STAGES): setup
 ingest: ## read the four CSV files into typed Parquet tables
 merge: ## join ratings, movies, links and tags into one row per rating
 explore: ## write rating statistics, plots and an HTML page to reports/DATASET
-prepare: ## label, index genres and split into train and test Parquet
+prepare: ## label, index genres and split into train and test Parquet (SPLIT=hash|temporal)
+index: ## index users, movies and genres on train; write indexed fit, validation and test tables
+als: ## choose Spark MLlib ALS on the validation rows, refit it, write its factors and als.json
 
 train: setup ## train the reference Keras model on the train table
 	$(VENV)/bin/lenspark-train

@@ -8,7 +8,7 @@
 #   any other command              run as given, with SPARK_CONF_DIR set
 set -eu
 
-SPARK_STAGES="ingest merge explore prepare"
+SPARK_STAGES="ingest merge explore prepare index als"
 BUCKET_URI=${BUCKET_URI:-s3://lenspark}
 bucket=${BUCKET_URI#s3://}
 master_url=${SPARK_MASTER_URL:-spark://spark-master:7077}

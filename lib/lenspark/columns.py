@@ -54,3 +54,45 @@ PREPARED_COLUMNS = (
 # Whole-star classes 0..5 of the reference model; 0 is never a label but the
 # one-hot width stays 6 so that train and test always agree.
 NUM_CLASSES = 6
+
+# Columns of the index stage's tables.
+USER_INDEX = "user_index"
+MOVIE_INDEX = "movie_index"
+YEAR = "year"
+GENRE = "genre"
+GENRE_POSITION = "position"
+GENRE_MULTI_HOT = "genre_multi_hot"
+TRAIN_RATINGS = "train_ratings"
+MEAN_RATING = "mean_rating"
+
+# The genres string of a MovieLens movie without genres, which counts as no genre.
+NO_GENRES = "(no genres listed)"
+
+# Columns of the movie_index and movie_catalog tables, in order.
+MOVIE_INDEX_COLUMNS = (
+    MOVIEID,
+    MOVIE_INDEX,
+    TITLE,
+    GENRES,
+    IMDBID,
+    TMDBID,
+    YEAR,
+    GENRE_MULTI_HOT,
+    TRAIN_RATINGS,
+    MEAN_RATING,
+)
+
+# Columns of the indexed_fit, indexed_validation and indexed_test tables, in order.
+INDEXED_COLUMNS = (
+    USER_INDEX,
+    MOVIE_INDEX,
+    RATING,
+    LABEL,
+    USERID,
+    MOVIEID,
+    TIMESTAMP,
+    GENRE_INDEX,
+)
+
+# Latent factor vectors of the ALS stage's als_user_factors and als_item_factors tables.
+FACTORS = "factors"

@@ -12,7 +12,7 @@ from lenspark import storage
 from lenspark.config import Config
 
 MANIFEST_TABLE = "_manifest"
-STAGES = ("ingest", "merge", "explore", "prepare", "train", "evaluate")
+STAGES = ("ingest", "merge", "explore", "prepare", "index", "als", "train", "evaluate", "compare")
 
 
 def manifest_uri(config: Config, stage: str) -> str:

@@ -1,7 +1,8 @@
 """Prepare stage: model-ready train and test tables from the merged table.
 
-Column names become lower case, each rating gets a whole-star label, the split is
-a hash of (userId, movieId, seed), and the genre index is fitted on train only.
+Column names become lower case, each rating gets a whole-star label, and the genre
+index is fitted on train only. The default split is a hash of (userId, movieId, seed);
+the temporal split sends each user's latest ratings to test.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lenspark import columns as c
-from lenspark import storage
+from lenspark import tables
 from lenspark.config import Config
 from lenspark.merge import MERGED_TABLE
 
@@ -22,6 +23,10 @@ TRAIN_TABLE = "train"
 TEST_TABLE = "test"
 GENRE_INDEX_TABLE = "genre_index"
 GENRE_COUNT = "count"
+
+# Helper columns of the temporal split, dropped before any table is written.
+_RANK_FROM_LATEST = "_rank_from_latest"
+_USER_ROWS = "_user_rows"
 
 RENAMES = {
     c.USER_ID: c.USERID,
@@ -72,6 +77,47 @@ def split_train_test(df: DataFrame, train_percent: int) -> tuple[DataFrame, Data
     return df.filter(in_train), df.filter(~in_train)
 
 
+def latest_row_count(rows: Column, share_numerator: int, share_denominator: int) -> Column:
+    """Return how many of a user's ``rows`` count as latest.
+
+    The count is rows * share_numerator / share_denominator rounded half up, and at
+    most rows - 1, so every user keeps at least one earlier row. With a share of 20
+    percent, a user with 1 or 2 rows has no latest row, 3 to 7 rows give 1, and 8 to
+    12 rows give 2. The quotient of two whole numbers is a correctly rounded double,
+    so an exact half (12 * 20 / 100 = 2.5) is never lost before the rounding.
+    """
+    share = F.floor(rows * F.lit(share_numerator) / F.lit(share_denominator) + F.lit(0.5))
+    return F.least(share, rows - F.lit(1)).cast("long")
+
+
+def split_latest_per_user(
+    df: DataFrame, share_numerator: int, share_denominator: int
+) -> tuple[DataFrame, DataFrame]:
+    """Split each user's rows into (earlier, latest) by timestamp, ties broken by movieid.
+
+    The latest part contains ``latest_row_count`` rows of each user, so every latest row
+    of a user comes after every earlier row of that user in (timestamp, movieid) order.
+    """
+    by_user = Window.partitionBy(c.USERID)
+    latest_first = by_user.orderBy(F.col(c.TIMESTAMP).desc(), F.col(c.MOVIEID).desc())
+    ranked = df.withColumn(_RANK_FROM_LATEST, F.row_number().over(latest_first)).withColumn(
+        _USER_ROWS, F.count(F.lit(1)).over(by_user)
+    )
+    is_latest = F.col(_RANK_FROM_LATEST) <= latest_row_count(
+        F.col(_USER_ROWS), share_numerator, share_denominator
+    )
+    helpers = (_RANK_FROM_LATEST, _USER_ROWS)
+    return ranked.filter(~is_latest).drop(*helpers), ranked.filter(is_latest).drop(*helpers)
+
+
+def split_train_test_temporal(df: DataFrame, train_percent: int) -> tuple[DataFrame, DataFrame]:
+    """Send each user's latest (100 - train_percent) percent of ratings to test, the rest to train.
+
+    The share is rounded per user as ``latest_row_count`` describes.
+    """
+    return split_latest_per_user(df, 100 - train_percent, 100)
+
+
 def fit_genre_index(df: DataFrame) -> DataFrame:
     """Index whole genre strings by frequency: the most frequent gets 0, ties go alphabetically.
 
@@ -102,33 +148,32 @@ def select_prepared(df: DataFrame) -> DataFrame:
 
 def run(spark: SparkSession, config: Config) -> dict:
     """Write the train, test and genre index tables and return their row counts."""
-    merged_uri = storage.table_uri(config.warehouse, config.dataset, MERGED_TABLE)
-    storage.require_complete(merged_uri, producer="merge")
-    merged = spark.read.parquet(storage.spark_uri(merged_uri))
+    merged = tables.read_table(spark, config, MERGED_TABLE, producer="merge")
 
     labelled = (
         merged.transform(lower_case_columns)
         .transform(add_label)
         .transform(lambda df: add_split_bucket(df, config.seed))
     )
-    train, test = split_train_test(labelled, config.train_percent)
+    if config.split == "temporal":
+        train, test = split_train_test_temporal(labelled, config.train_percent)
+    else:
+        train, test = split_train_test(labelled, config.train_percent)
 
-    index_uri = storage.table_uri(config.warehouse, config.dataset, GENRE_INDEX_TABLE)
-    fit_genre_index(train).coalesce(1).write.mode("overwrite").parquet(storage.spark_uri(index_uri))
-    index = spark.read.parquet(storage.spark_uri(index_uri))
+    index_uri = tables.write_table(fit_genre_index(train), config, GENRE_INDEX_TABLE, files=1)
+    index = tables.read_table(spark, config, GENRE_INDEX_TABLE, producer="prepare")
     known_genres = index.count()
 
     outputs = {"genre_index": index_uri}
-    counts = {"rows_in": merged.count(), "genre_strings": known_genres}
+    counts = {"rows_in": merged.count(), "genre_strings": known_genres, "split": config.split}
     for name, part in ((TRAIN_TABLE, train), (TEST_TABLE, test)):
-        uri = storage.table_uri(config.warehouse, config.dataset, name)
-        part.transform(lambda df: apply_genre_index(df, index, known_genres)).transform(
+        prepared = part.transform(lambda df: apply_genre_index(df, index, known_genres)).transform(
             select_prepared
-        ).write.mode("overwrite").parquet(storage.spark_uri(uri))
-        outputs[name] = uri
-        counts[f"{name}_rows"] = spark.read.parquet(storage.spark_uri(uri)).count()
+        )
+        outputs[name] = tables.write_table(prepared, config, name)
+        counts[f"{name}_rows"] = tables.count_rows(spark, config, name, producer="prepare")
 
-    written = spark.read.parquet(storage.spark_uri(outputs[TEST_TABLE]))
+    written = tables.read_table(spark, config, TEST_TABLE, producer="prepare")
     counts["test_rows_with_unseen_genres"] = written.filter(
         F.col(c.GENRE_INDEX) == known_genres
     ).count()
@@ -140,8 +185,9 @@ def run(spark: SparkSession, config: Config) -> dict:
             f"up to the {counts['rows_in']} merged rows"
         )
     logger.info(
-        "prepare: %d rows in, %d train, %d test, %d genre strings",
+        "prepare: %d rows in, %s split: %d train, %d test, %d genre strings",
         counts["rows_in"],
+        config.split,
         counts["train_rows"],
         counts["test_rows"],
         known_genres,
