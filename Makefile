@@ -28,11 +28,12 @@ export DATASET WAREHOUSE REPORTS MOVIELENS_DIR DATA_DIR SEED EPOCHS BATCH_SIZE \
 
 STAMP := $(VENV)/.installed
 SPARK_STAGES := ingest merge explore prepare index als
-PYTHON_STAGES := train evaluate
+PYTHON_STAGES := train evaluate compare
 SPARK_SUBMIT = $(VENV)/bin/spark-submit --master '$(SPARK_MASTER)' \
 	--properties-file $(SPARK_PROPERTIES) $(SPARK_SUBMIT_ARGS)
 
 .PHONY: help setup check-java run pipeline $(SPARK_STAGES) $(PYTHON_STAGES) summary \
+	recommend recommend-all \
 	lint format test test-fast clean
 
 help: ## list the targets
@@ -69,6 +70,16 @@ train: setup ## train the reference Keras model on the train table
 
 evaluate: setup ## score the model on the test table against the majority class
 	$(VENV)/bin/lenspark-evaluate
+
+compare: setup ## train and score every selected model (MODELS) on the same test rows
+	$(VENV)/bin/lenspark-compare
+
+recommend: setup ## print the top N movies (default 10) for USER_ID, from the best model by nDCG@10
+	@test -n '$(USER_ID)' || { echo "Set USER_ID, for example: make recommend USER_ID=547 N=10"; exit 2; }
+	$(VENV)/bin/lenspark-recommend --user-id '$(USER_ID)' --top-n '$(or $(N),10)'
+
+recommend-all: setup ## write the top N movies of every user to the recommendations table
+	$(VENV)/bin/lenspark-recommend --all-users --top-n '$(or $(N),10)'
 
 summary:
 	@$(PY) -m lenspark.summary

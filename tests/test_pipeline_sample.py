@@ -7,13 +7,19 @@ spark-submit commands a user types. The exact figures hold for the 2016 edition.
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pyarrow.dataset as ds
 import pytest
 
+from conftest import REPO, make_environment
 from lenspark import storage
 
 pytestmark = pytest.mark.slow
+
+# sha256 (first 16 hex digits) of the sorted int64 (userid, movieid) keys of each split
+# of the 2016 sample, seed 1234, train below 80 of 100.
+SPLIT_DIGESTS_2016 = {"train": "5b5949df1c13a4f3", "test": "a26a7bcb72e66eb4"}
 
 
 def manifest(run, stage: str) -> dict:
@@ -112,3 +118,112 @@ def test_summary_states_verdict(pipeline_run):
 
 def test_model_saved(pipeline_run):
     assert (pipeline_run["warehouse"] / "models" / "reference.keras").is_file()
+
+
+def comparison_by_model(run) -> dict[str, dict]:
+    comparison = json.loads((run["reports"] / "comparison.json").read_text())
+    return {row["model"]: row for row in comparison["models"]}
+
+
+@pytest.mark.usefixtures("figures_2016")
+class TestModelComparison:
+    def test_every_model_ran(self, pipeline_run):
+        models = comparison_by_model(pipeline_run)
+        expected = {
+            "reference",
+            "embedding",
+            "bias",
+            "global_mean",
+            "majority",
+            "popularity",
+            "als",
+        }
+        assert expected <= set(models)
+
+    def test_embedding_rmse_target(self, pipeline_run):
+        models = comparison_by_model(pipeline_run)
+        assert models["embedding"]["rmse"] <= 0.87
+
+    def test_embedding_beats_als_by_margin(self, pipeline_run):
+        models = comparison_by_model(pipeline_run)
+        assert models["embedding"]["rmse"] <= models["als"]["rmse"] - 0.03
+
+    def test_embedding_beats_bias_only(self, pipeline_run):
+        models = comparison_by_model(pipeline_run)
+        assert models["embedding"]["rmse"] < models["bias"]["rmse"]
+
+    def test_embedding_accuracy_target(self, pipeline_run):
+        models = comparison_by_model(pipeline_run)
+        assert models["embedding"]["accuracy"] >= 0.44
+        assert models["majority"]["accuracy"] < 0.41
+
+    def test_cold_rows_scored_not_dropped(self, pipeline_run):
+        models = comparison_by_model(pipeline_run)
+        counts = manifest(pipeline_run, "index")["counts"]
+        cold = counts["test_rows_with_oov_movie"] + counts["test_rows_with_oov_user"]
+        assert cold > 0
+        assert models["als"]["fallback_rows"] >= cold - counts["test_rows_with_oov_user"]
+
+    def test_best_ndcg_beats_popularity(self, pipeline_run):
+        comparison = json.loads((pipeline_run["reports"] / "comparison.json").read_text())
+        models = comparison_by_model(pipeline_run)
+        best = comparison["best_ndcg_model"]
+        assert best == max(
+            (name for name, row in models.items() if row.get("ndcg_at_10") is not None),
+            key=lambda name: models[name]["ndcg_at_10"],
+        )
+        assert models[best]["ndcg_at_10"] > models["popularity"]["ndcg_at_10"]
+
+
+def test_split_keys_fixed(pipeline_run, figures_2016):
+    """The md5 split gives the same keys in every run, Spark version and partitioning."""
+    import hashlib
+
+    digests = {}
+    for table in ("train", "test"):
+        keys = read_table(pipeline_run, table, ["userid", "movieid"]).to_pandas()
+        ordered = keys.sort_values(["userid", "movieid"]).to_numpy()
+        digests[table] = hashlib.sha256(ordered.astype("int64").tobytes()).hexdigest()[:16]
+    assert digests == SPLIT_DIGESTS_2016
+
+
+def test_recommend_prints_best_model(pipeline_run):
+    env = make_environment()
+    env.update(
+        WAREHOUSE=str(pipeline_run["warehouse"].parent), REPORTS=str(pipeline_run["reports"].parent)
+    )
+    result = subprocess.run(
+        ["make", "--no-print-directory", "recommend", "USER_ID=547", "N=10"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    comparison = json.loads((pipeline_run["reports"] / "comparison.json").read_text())
+    assert comparison["best_ndcg_model"] in result.stdout
+    assert result.stdout.count("https://www.imdb.com/title/tt") == 10
+
+
+def test_rerun_metrics_within_tolerance(pipeline_run, tmp_path):
+    first = comparison_by_model(pipeline_run)["embedding"]["rmse"]
+    env = make_environment()
+    env.update(
+        DATASET="ml-latest-small",
+        WAREHOUSE=str(pipeline_run["warehouse"].parent),
+        REPORTS=str(tmp_path / "reports"),
+        MODELS="embedding",
+    )
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/lenspark-compare")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rerun = json.loads((tmp_path / "reports/ml-latest-small/comparison.json").read_text())
+    second = {row["model"]: row for row in rerun["models"]}["embedding"]["rmse"]
+    assert abs(first - second) <= 0.005

@@ -1,7 +1,7 @@
 """The HTML report page of a dataset, built from the JSON files the stages wrote.
 
-It reads figures, never recounts them: explore.json, metrics.json and the run
-manifests. Pure Python, so both the Spark jobs and the trainer can call it.
+It reads figures, never recounts them: explore.json, metrics.json, comparison.json
+and the run manifests. Pure Python, so both the Spark jobs and the trainer can call it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,19 @@ PLOTS = (
     (RATING_HISTOGRAM, "Ratings by value"),
     (ACTIVITY_HISTOGRAM, "Ratings per user"),
     (TRAINING_HISTORY, "Training accuracy and loss per epoch"),
+    ("embedding_curves.png", "Embedding model: training and validation RMSE per epoch"),
+    ("ranking_curves.png", "Ranking model: training and validation loss per epoch"),
+)
+COMPARISON_COLUMNS = (
+    ("model", "model"),
+    ("rmse", "RMSE"),
+    ("mae", "MAE"),
+    ("accuracy", "accuracy"),
+    ("precision_at_{k}", "precision@{k}"),
+    ("recall_at_{k}", "recall@{k}"),
+    ("ndcg_at_{k}", "nDCG@{k}"),
+    ("fallback_rows", "rows scored by fallback"),
+    ("training_seconds", "training seconds"),
 )
 
 
@@ -63,12 +76,46 @@ def _stage_rows(manifest: dict[str, dict]) -> list[list[Any]]:
     return rows
 
 
+def comparison_section(comparison: dict) -> list[str]:
+    """Return the HTML parts of the model comparison: its table, ranking set-up and skips."""
+    k = comparison["ranking"]["k"]
+    headers = [title.format(k=k) for _, title in COMPARISON_COLUMNS]
+    rows = []
+    for model in comparison["models"]:
+        values = [model.get(key.format(k=k)) for key, _ in COMPARISON_COLUMNS]
+        rows.append(["" if value is None else value for value in values])
+    ranking = comparison["ranking"]
+    sample = (
+        f"a random sample (seed {ranking['sample_seed']}) of " if ranking["sampled"] else "all "
+    )
+    parts = [
+        "<h2>Model comparison</h2>",
+        _table(headers, rows),
+        "<p>"
+        + html.escape(
+            f"All models are scored on the same {comparison['test_rows']:,} test rows. "
+            f"Ranking metrics cover {sample}{ranking['users_evaluated']:,} of the "
+            f"{ranking['users_with_relevant_test_rating']:,} users with a test rating of "
+            f"{ranking['relevant_rating']} or more. Candidates are the movies a user did not "
+            f"rate in train. Recommendations come from the model with the best nDCG@{k}: "
+            f"{comparison['best_ndcg_model']}."
+        )
+        + "</p>",
+    ]
+    for skipped in comparison.get("skipped", []):
+        parts.append(
+            f"<p>{html.escape(skipped['model'])} did not run: {html.escape(skipped['reason'])}</p>"
+        )
+    return parts
+
+
 def build_page(
     dataset: str,
     explore: dict | None,
     metrics: dict | None,
     manifest: dict[str, dict],
     plots_present: list[tuple[str, str]],
+    comparison: dict | None = None,
 ) -> str:
     """Return the HTML page for the given figures; sections without figures are left out."""
     parts = [
@@ -138,6 +185,8 @@ def build_page(
             )
         )
         parts.append(f"<p>{html.escape(verdict)}</p>")
+    if comparison:
+        parts.extend(comparison_section(comparison))
     for file_name, title in plots_present:
         parts.append(f"<h2>{html.escape(title)}</h2><img src='{file_name}' alt='{title}'>")
     parts.append("</body></html>")
@@ -149,10 +198,13 @@ def render_report(config: Config) -> str:
     report_dir = config.report_dir
     explore = _read_optional(f"{report_dir}/explore.json")
     metrics = _read_optional(f"{report_dir}/metrics.json")
+    comparison = _read_optional(f"{report_dir}/comparison.json")
     plots_present = [
         (name, title) for name, title in PLOTS if storage.exists(f"{report_dir}/{name}")
     ]
-    page = build_page(config.dataset, explore, metrics, load_manifest(config), plots_present)
+    page = build_page(
+        config.dataset, explore, metrics, load_manifest(config), plots_present, comparison
+    )
     uri = f"{report_dir}/{REPORT_PAGE}"
     storage.write_text(uri, page)
     logger.info("report page written to %s", uri)
