@@ -120,7 +120,7 @@ def classify_rows(df: DataFrame, table: str) -> DataFrame:
     """Add ``reject_reason``: null for a valid row, else the first rule the row breaks.
 
     A row that repeats the unique key of an earlier valid row is rejected as a
-    repeat; the row kept is the first by the table's ordering columns.
+    repeat. The row kept is the first by the table's ordering columns.
     """
     classified = df.withColumn(REJECT_REASON, _first_reason(_row_checks(table)))
     if table not in UNIQUE_KEYS:

@@ -35,7 +35,7 @@ def run_spark_stage(
         logger.error("%s failed before Spark started: %s", stage, error)
         return 2
 
-    # pyspark is imported here, not at module level, so that --help answers without a JVM.
+    # pyspark is imported here, not at module level, so that --help returns without a JVM.
     from lenspark.spark import get_session
 
     spark = get_session(f"lenspark-{stage}")
