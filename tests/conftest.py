@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -122,3 +127,39 @@ def make_environment() -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("MAKE", "MFLAGS", "PYSPARK", "SPARK_"))
     }
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory):
+    """URL of a moto_server S3 process on 127.0.0.1 that runs for one test module."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            if process.poll() is not None:
+                pytest.fail(f"moto_server exited with code {process.returncode}; see {log_path}")
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"moto_server did not respond at {url} within 20 s; see {log_path}")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

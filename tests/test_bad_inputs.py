@@ -11,9 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -272,35 +269,6 @@ def test_warehouse_in_read_only_folder(tmp_path):
     assert str(parent / "warehouse") in message
     assert "cannot be created (Permission denied)" in message
     assert "Set --warehouse (env WAREHOUSE) to a folder that you can write" in message
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory):
-    """URL of a moto_server S3 process on 127.0.0.1, running for this module's tests."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            if process.poll() is not None:
-                pytest.fail(f"moto_server exited with code {process.returncode}; see {log_path}")
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"moto_server did not respond at {url} within 20 s; see {log_path}")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def set_s3_environment(monkeypatch, endpoint: str) -> None:
