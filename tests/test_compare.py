@@ -211,8 +211,8 @@ def test_compare_writes_every_selected_model(tiny_config_written):
         assert 0.0 <= rows[name]["accuracy"] <= 1.0
         assert rows[name]["rmse"] >= rows[name]["mae"] - 1e-12
     assert rows["popularity"]["rmse"] is None
-    assert rows["popularity"]["ndcg_at_3"] is not None
-    assert rows["global_mean"]["ndcg_at_3"] is None
+    assert rows["popularity"]["ndcg_at_10"] is not None
+    assert rows["global_mean"]["ndcg_at_10"] is None
     assert written["best_ndcg_model"] in {"embedding", "ranking", "bias", "popularity"}
 
 
@@ -240,7 +240,7 @@ def test_compare_writes_report_and_curves(tiny_config_written):
     report_dir = Path(config.report_dir)
     page = (report_dir / "index.html").read_text()
     assert "Model comparison" in page
-    assert "nDCG@3" in page
+    assert "nDCG@10" in page
     assert (report_dir / "embedding_curves.png").read_bytes().startswith(b"\x89PNG")
     assert (report_dir / "ranking_curves.png").is_file()
 
@@ -294,6 +294,6 @@ def test_compare_rerun_is_deterministic(tiny_config_written):
     second = compare.run(config, TINY_SETTINGS, TINY_SETTINGS)
     for before, after in zip(first["models"], second["models"], strict=True):
         assert before["model"] == after["model"]
-        for key in ("rmse", "mae", "accuracy", "ndcg_at_3"):
+        for key in ("rmse", "mae", "accuracy", "ndcg_at_10"):
             if before[key] is not None:
                 assert after[key] == pytest.approx(before[key], abs=1e-6)

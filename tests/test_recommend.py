@@ -77,11 +77,23 @@ def test_all_users_writes_table_with_success(compared):
     config, rated = compared
     counts = recommend.write_recommendations(config)
     uri = storage.table_uri(config.warehouse, config.dataset, recommend.RECOMMENDATIONS_TABLE)
-    assert storage.is_complete(uri)
-    table = pq.read_table(Path(uri) / "part-00000.parquet")
+    location = storage.require_complete(uri, producer="recommend")
+    assert storage.is_complete(location)
+    table = pq.read_table(Path(location) / "part-00000.parquet")
     assert table.schema.names == ["userid", "rank", "movieid", "score"]
     assert counts["rows_out"] == table.num_rows == NUM_USERS * config.top_n
     for user, movies in rated.items():
         mine = table.filter(np.asarray(table.column("userid")) == 10 + user)
         assert mine.column("rank").to_pylist() == list(range(1, config.top_n + 1))
         assert not set(mine.column("movieid").to_pylist()) & {100 + m for m in movies}
+
+
+def test_all_users_rerun_replaces_table(compared):
+    config, _ = compared
+    recommend.write_recommendations(config)
+    uri = storage.table_uri(config.warehouse, config.dataset, recommend.RECOMMENDATIONS_TABLE)
+    first = storage.require_complete(uri, producer="recommend")
+    recommend.write_recommendations(config)
+    second = storage.require_complete(uri, producer="recommend")
+    assert second != first
+    assert pq.read_table(Path(second) / "part-00000.parquet").num_rows == NUM_USERS * config.top_n

@@ -22,7 +22,7 @@ from lenspark import features as feature_tables
 from lenspark.baselines import FactorModel
 from lenspark.config import Config, parse_config
 from lenspark.embedding import EmbeddingSettings, train_ranking_model, train_rating_model
-from lenspark.errors import ConfigError, InputFormatError, LensparkError
+from lenspark.errors import ConfigError, IncompleteTableError, InputFormatError, LensparkError
 from lenspark.features import MovieFeatures, Ratings
 from lenspark.logs import configure_logging, timed
 from lenspark.train import report_uri
@@ -291,7 +291,9 @@ def load_als(config: Config, splits: Splits) -> tuple[FactorModel, dict[str, Any
     item_uri = feature_tables.table_uri(config, "als_item_factors")
     summary_uri = f"{config.report_dir}/als.json"
     for uri in (user_uri, item_uri):
-        if not storage.is_complete(uri):
+        try:
+            storage.require_complete(uri, producer="als")
+        except IncompleteTableError:
             return f"the ALS stage has not run: {uri} is missing or incomplete (run make als)"
     if not storage.exists(summary_uri):
         return f"the ALS stage has not run: {summary_uri} is missing (run make als)"

@@ -178,9 +178,9 @@ def recommendation_batches(
 
 
 def write_recommendations(config: Config) -> dict[str, int | str]:
-    """Write the ``recommendations`` table with pyarrow, replacing any earlier one whole.
+    """Write the ``recommendations`` table with pyarrow as a new version, then publish it.
 
-    The ``_SUCCESS`` marker is written last, so readers never accept a partial table.
+    Readers keep the previous version until the new one has its ``_SUCCESS`` marker.
     """
     name = best_model_name(config)
     model = baselines.load_factor_model(baselines.model_file(model_folder(config), name))
@@ -188,9 +188,9 @@ def write_recommendations(config: Config) -> dict[str, int | str]:
     rated = _rated_in_train(config, features.num_users)
 
     uri = storage.table_uri(config.warehouse, config.dataset, RECOMMENDATIONS_TABLE)
-    fs, path = storage.filesystem(uri)
+    version = storage.new_version(uri)
+    fs, path = storage.filesystem(version)
     fs.create_dir(path, recursive=True)
-    fs.delete_dir_contents(path, missing_dir_ok=True)
     rows = 0
     part = f"{path}/part-00000.parquet"
     with (
@@ -200,7 +200,8 @@ def write_recommendations(config: Config) -> dict[str, int | str]:
         for batch in recommendation_batches(model, features, rated, config.top_n):
             writer.write_batch(batch)
             rows += batch.num_rows
-    storage.write_bytes(f"{uri}/{storage.SUCCESS_MARKER}", b"")
+    storage.write_bytes(f"{version}/{storage.SUCCESS_MARKER}", b"")
+    storage.publish_version(uri, version)
     logger.info("Wrote %d recommendations from the %s model to %s", rows, name, uri)
     return {"rows_out": rows, "users": features.num_users, "model": name, "table": uri}
 
