@@ -46,7 +46,7 @@ check-java: ## fail with a hint unless Java 17 or newer is on PATH
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[spark,train,dev]'
+	$(PY) -m pip install --quiet -e '.[spark,train,dev,bench]'
 	@touch $@
 
 setup: check-java $(STAMP) ## create .venv and install the pinned dependencies
