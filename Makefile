@@ -19,6 +19,12 @@ PYTEST_ARGS ?=
 # standalone workers, whose working folder differs, find it too.
 PYSPARK_PYTHON ?= $(abspath $(PY))
 export PYSPARK_PYTHON
+# One id for every stage of one make command, so their manifests group under
+# warehouse/<DATASET>/_manifest/runs/<RUN_ID>/.
+ifndef RUN_ID
+RUN_ID := $(shell date -u +%Y%m%dT%H%M%SZ)
+endif
+export RUN_ID
 # Spark's log settings (conf/log4j2.properties) and, for local runs, the loopback address.
 SPARK_CONF_DIR ?= $(abspath conf)
 SPARK_LOCAL_IP ?= 127.0.0.1

@@ -109,3 +109,24 @@ def test_write_json_is_atomic_rename(tmp_path):
     storage.write_json(str(target), {"rmse": 0.85})
     assert storage.read_json(str(target)) == {"rmse": 0.85}
     assert [p.name for p in target.parent.iterdir()] == ["metrics.json"]
+
+
+def test_manifest_kept_per_run(tmp_path, monkeypatch):
+    from lenspark import manifest
+
+    config = Config(warehouse=str(tmp_path), dataset="tiny")
+    for run in ("run-1", "run-2"):
+        monkeypatch.setenv("RUN_ID", run)
+        manifest.record_stage(config, "ingest", {"rows_in": len(run)}, {}, 1.0)
+    runs = tmp_path / "tiny" / "_manifest" / "runs"
+    assert sorted(path.name for path in runs.iterdir()) == ["run-1", "run-2"]
+    assert manifest.load_manifest(config)["ingest"]["run_id"] == "run-2"
+
+
+def test_invalid_run_id_rejected(monkeypatch):
+    from lenspark import manifest
+    from lenspark.errors import ConfigError
+
+    monkeypatch.setenv("RUN_ID", "../escape")
+    with pytest.raises(ConfigError, match="RUN_ID"):
+        manifest.run_id()
