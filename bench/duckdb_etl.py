@@ -36,6 +36,8 @@ import duckdb
 import numpy as np
 import pyarrow.dataset as pads
 
+from lenspark import columns
+
 logger = logging.getLogger(__name__)
 
 TABLES = ("ratings", "movies", "tags", "links")
@@ -67,20 +69,7 @@ UNIQUE_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 MALFORMED_REASON = (
     "malformed line: a field does not parse or the line has too few or too many fields"
 )
-PREPARED_COLUMNS = (
-    "userid",
-    "movieid",
-    "rating",
-    "label",
-    "timestamp",
-    "title",
-    "genres",
-    "genre_index",
-    "imdbid",
-    "tmdbid",
-    "tags",
-    "split_bucket",
-)
+PREPARED_COLUMNS = (*columns.PREPARED_COLUMNS, columns.SPLIT_BUCKET)
 PARQUET_OPTIONS = "(FORMAT parquet, COMPRESSION snappy)"
 
 

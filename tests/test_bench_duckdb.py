@@ -25,20 +25,7 @@ SEED = 1234
 RATINGS = 20_000
 DATASET = "tiny-synthetic"
 # Columns of the prepared tables compared row by row, besides the keys.
-COMPARED_COLUMNS = (
-    "userid",
-    "movieid",
-    "rating",
-    "label",
-    "timestamp",
-    "title",
-    "genres",
-    "genre_index",
-    "imdbid",
-    "tmdbid",
-    "tags",
-    "split_bucket",
-)
+COMPARED_COLUMNS = duckdb_etl.PREPARED_COLUMNS
 
 
 def _first_movie_id(movies_csv: Path) -> int:
