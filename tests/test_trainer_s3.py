@@ -1,6 +1,6 @@
 """The trainer against a bucket: Spark's tables on an S3 server, model and metrics back in it.
 
-moto_server on 127.0.0.1 stands in for MinIO; the tables are those the Spark stages
+moto_server on 127.0.0.1 replaces MinIO. The tables are those the Spark stages
 wrote for the real sample in this test session.
 """
 

@@ -1,7 +1,7 @@
 """Column names and CSV headers, defined once for every stage.
 
 The MovieLens names (camelCase, as in the CSV files) are used up to the merge
-stage; the prepare stage renames them to the lower-case names below.
+stage. The prepare stage renames them to the lower-case names below.
 """
 
 # MovieLens names, as in the CSV headers.

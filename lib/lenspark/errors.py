@@ -1,4 +1,4 @@
-"""Named exceptions whose messages say what failed, on which input, and the fix."""
+"""Named exceptions whose messages name what failed, the input, and the fix."""
 
 
 class LensparkError(Exception):

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 SUCCESS_MARKER = "_SUCCESS"
 S3_SCHEMES = ("s3", "s3a")
-# A table folder holds one subfolder per write under VERSIONS_FOLDER and a pointer
+# A table folder contains one subfolder per write under VERSIONS_FOLDER and a pointer
 # file naming the complete version that readers use. Spark and pyarrow skip names
 # that start with "_", so reading the table folder itself finds no rows.
 VERSIONS_FOLDER = "_versions"
@@ -181,8 +181,8 @@ def read_text(uri: str) -> str:
 def write_bytes(uri: str, data: bytes) -> None:
     """Write ``data`` so that readers see the old file or the whole new one, never a part.
 
-    A local file is written to a temporary name in the same folder and renamed;
-    an S3 object is written by a single upload, which is atomic.
+    A local file is written to a temporary name in the same folder and renamed.
+    An S3 object is written by a single upload, which is atomic.
     """
     if is_s3(uri):
         fs, path = filesystem(uri)

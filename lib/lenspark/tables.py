@@ -1,8 +1,8 @@
 """Reading and writing warehouse tables from Spark, one complete version at a time.
 
 A write goes to a new version folder and becomes visible only when Spark has
-committed it (``_SUCCESS``) and the table's pointer is moved, so a crash halfway
-leaves the last good version in place and a rerun replaces a table whole.
+committed it (``_SUCCESS``) and the table's pointer is moved. A crash halfway
+therefore leaves the last good version in place, and a rerun replaces a table whole.
 """
 
 from __future__ import annotations
