@@ -113,6 +113,37 @@ def test_plain_left_join_duplicates_tagged_ratings(spark, tables):
     assert merge.plain_left_join_rows(ratings, tags) == 7
 
 
+def test_shortcut_counts_equal_joins(spark):
+    """The broadcast shortcuts give the counts of the plain joins, duplicates included."""
+    ratings = spark.createDataFrame(
+        [
+            (1, 10, 4.0, 100),
+            # The same pair rated twice: each copy joins every tag of the pair.
+            (1, 10, 3.0, 105),
+            (1, 20, 3.5, 101),
+            (2, 10, 5.0, 102),
+        ],
+        schemas.RATINGS,
+    )
+    tags = spark.createDataFrame(
+        [
+            (1, 10, "tense", 200),
+            (1, 10, "classic", 201),
+            (2, 10, "loud", 202),
+            (2, 10, "loud", 203),
+            (3, 10, "unrated", 204),
+            (3, 10, "unrated too", 205),
+        ],
+        schemas.TAGS,
+    )
+    keys = ["userId", "movieId"]
+    assert merge.plain_left_join_rows(ratings, tags) == ratings.join(tags, keys, "left").count()
+    assert merge.plain_left_join_rows(ratings, tags) == 2 * 2 + 1 + 2
+    expected_orphans = tags.join(ratings, keys, "left_anti")
+    assert_df_equality(merge.orphan_tags(tags, ratings), expected_orphans, ignore_row_order=True)
+    assert merge.orphan_tags(tags, ratings).count() == 2
+
+
 def test_run_counts_add_up(spark, tables, tmp_path):
     from lenspark import storage
     from lenspark.config import Config
