@@ -29,6 +29,24 @@ export RUN_ID
 SPARK_CONF_DIR ?= $(abspath conf)
 SPARK_LOCAL_IP ?= 127.0.0.1
 export SPARK_CONF_DIR SPARK_LOCAL_IP
+# Settings that depend on the size of the data. DATA_SIZE is large unless DATASET is one
+# of the small samples; DATA_SIZE=small or DATA_SIZE=large overrides the choice. For
+# large data, conf/spark-large.conf is layered on SPARK_PROPERTIES as --conf options,
+# and the reference model of `make train` runs 2 epochs in batches of 1024 rows unless
+# EPOCHS or BATCH_SIZE is set: its recipe of 20 epochs of 32 rows would take hours.
+SMALL_DATASETS ?= ml-latest-small
+DATA_SIZE ?= $(if $(filter $(SMALL_DATASETS),$(DATASET)),small,large)
+# An empty value, as an enclosing make exports for an unset variable, counts as unset.
+ifeq ($(DATA_SIZE),large)
+ifeq ($(strip $(EPOCHS)),)
+EPOCHS := 2
+endif
+ifeq ($(strip $(BATCH_SIZE)),)
+BATCH_SIZE := 1024
+endif
+endif
+LARGE_SPARK_ARGS = $(shell awk '/^spark\./ {printf "--conf %s=%s ", $$1, $$2}' conf/spark-large.conf)
+SPARK_SIZE_ARGS = $(if $(filter large,$(DATA_SIZE)),$(LARGE_SPARK_ARGS))
 export DATASET WAREHOUSE REPORTS MOVIELENS_DIR DATA_DIR SEED EPOCHS BATCH_SIZE \
 	TRAIN_PERCENT MAX_REJECT_RATE SPLIT VALIDATION_PERCENT MODELS N RANKING_USERS CHECKPOINT_DIR
 
@@ -36,7 +54,7 @@ STAMP := $(VENV)/.installed
 SPARK_STAGES := ingest merge explore prepare index als
 PYTHON_STAGES := train evaluate compare
 SPARK_SUBMIT = $(VENV)/bin/spark-submit --master '$(SPARK_MASTER)' \
-	--properties-file $(SPARK_PROPERTIES) $(SPARK_SUBMIT_ARGS)
+	--properties-file $(SPARK_PROPERTIES) $(SPARK_SIZE_ARGS) $(SPARK_SUBMIT_ARGS)
 
 .PHONY: help setup check-java run pipeline $(SPARK_STAGES) $(PYTHON_STAGES) summary \
 	recommend recommend-all \

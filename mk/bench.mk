@@ -6,12 +6,14 @@
 # model against the reference recipe, and the compare stage. It writes BENCHMARKS.md and
 # docs/bench/stage_times.png. Make the data first with `make synth`.
 #
-# The 20M stages need more memory and shuffle partitions than spark-defaults.conf gives the
-# small sample, so BENCH_SPARK_SUBMIT_ARGS passes them to every spark-submit of the run.
+# Every spark-submit of the run gets the options `make ingest` and the other stages would
+# pass for that dataset: conf/spark-large.conf unless it is a small sample, then
+# SPARK_SUBMIT_ARGS.
 
 BENCH_DATASET = $(if $(filter command line environment,$(origin DATASET)),$(DATASET),ml-20m-synthetic)
 BENCH_MOVIELENS_DIR = $(or $(MOVIELENS_DIR),data/$(BENCH_DATASET))
-BENCH_SPARK_SUBMIT_ARGS ?= $(or $(SPARK_SUBMIT_ARGS),--driver-memory 5g --conf spark.sql.shuffle.partitions=32 --conf spark.sql.adaptive.autoBroadcastJoinThreshold=128m)
+BENCH_SPARK_SUBMIT_ARGS ?= $(strip $(if $(filter $(SMALL_DATASETS),$(BENCH_DATASET)),,\
+	$(LARGE_SPARK_ARGS)) $(SPARK_SUBMIT_ARGS))
 BENCH_MODELS ?= embedding,bias,global_mean,majority,popularity,als
 # Comma-separated phases of bench/run_bench.py, or all.
 BENCH_PHASES ?= all

@@ -51,7 +51,7 @@ cluster-up: docker-engine dotenv ## build the images, start MinIO and Spark (WOR
 submit: ## run the Spark stages (JOB=<stage>, default all) on DATASET in the cluster
 	@if docker info >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory dotenv && \
-		DATASET='$(DATASET)' SPARK_SUBMIT_ARGS='$(SPARK_SUBMIT_ARGS)' \
+		DATASET='$(DATASET)' SPARK_SUBMIT_ARGS='$(SPARK_SIZE_ARGS) $(SPARK_SUBMIT_ARGS)' \
 			$(COMPOSE) run --rm spark-submit submit $(CLUSTER_STAGES); \
 	elif test -f $(CLUSTER_STATE)/master-url; then \
 		echo "No Docker engine responds; submitting to the local cluster in $(CLUSTER_STATE)."; \

@@ -256,3 +256,9 @@ def test_sample_prepare_index_als(spark, tmp_path: Path, sample_dir: Path, sampl
     assert test_rmse == pytest.approx(report["test_rmse"], abs=1e-5)
     # About 0.92 on the 2016 edition with the hash split and seed 1234.
     assert test_rmse < 0.95
+
+
+def test_grid_follows_the_size_of_the_fit_table():
+    assert als.grid_for(70_175) == (als.RANKS, als.REG_PARAMS)
+    assert als.grid_for(als.LARGE_FIT_ROWS) == (als.LARGE_RANKS, als.LARGE_REG_PARAMS)
+    assert len(als.LARGE_RANKS) * len(als.LARGE_REG_PARAMS) < len(als.RANKS) * len(als.REG_PARAMS)

@@ -185,6 +185,19 @@ def test_selected_models_auto_and_list():
     assert compare.selected_models(listed) == ["bias", "popularity"]
 
 
+def test_settings_follow_the_size_of_the_fit_table():
+    small_rating, small_ranking = compare.settings_for(72_000)
+    assert (small_rating, small_ranking) == (compare.RATING_SETTINGS, compare.RANKING_SETTINGS)
+    rating, ranking_settings = compare.settings_for(compare.LARGE_FIT_ROWS)
+    assert rating == compare.LARGE_RATING_SETTINGS
+    assert ranking_settings == compare.LARGE_RANKING_SETTINGS
+    # The large settings are the fast ones: big batches, one member, no per-user side weights.
+    assert rating.batch_size >= 16384
+    assert ranking_settings.batch_size >= 16384
+    assert rating.members == 1
+    assert not rating.user_side_weights
+
+
 def test_selected_models_rejects_unknown_name():
     with pytest.raises(compare.ConfigError, match="svd"):
         compare.selected_models(Config(models="bias,svd"))

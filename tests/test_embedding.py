@@ -91,6 +91,30 @@ def test_rating_model_smoke_one_epoch(config):
     assert np.all((predictions >= 0.5) & (predictions <= 5.0))
 
 
+def test_learning_rate_decays_per_epoch(config):
+    settings = TINY_SETTINGS.__class__(
+        dimension=4,
+        batch_size=8,
+        learning_rate=0.01,
+        learning_rate_decay=0.5,
+        max_epochs=3,
+        patience=5,
+    )
+    fit_uri = features.table_uri(config, features.FIT_TABLE)
+    validation_uri = features.table_uri(config, features.VALIDATION_TABLE)
+    result = embedding.train_rating_model(
+        features.rating_batches([fit_uri], 8, seed=1),
+        features.rating_batches([validation_uri], 8, seed=1, shuffle=False),
+        None,
+        features.load_movie_features(config),
+        3.5,
+        settings,
+        seed=1,
+    )
+    rates = [record["learning_rate"] for record in result.history]
+    assert rates == pytest.approx([0.01, 0.005, 0.0025])
+
+
 def test_export_factors_matches_keras_scores(config):
     movie_features = features.load_movie_features(config)
     model = embedding.build_factorization(

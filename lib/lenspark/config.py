@@ -75,6 +75,12 @@ class Config:
         return f"{self.reports.rstrip('/')}/{self.dataset}"
 
 
+# From this many fit rows on (about 1.4M ratings with the default split, so ml-20m and every
+# larger release), the model stages use their large-data settings: a smaller ALS grid and
+# faster Keras settings.
+LARGE_FIT_ROWS = 1_000_000
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if value in (None, ""):

@@ -42,6 +42,8 @@ class EmbeddingSettings:
     # L2 penalty per looked-up user or movie bias, averaged over the batch.
     bias_l2: float = 0.05
     learning_rate: float = 2e-3
+    # The learning rate of epoch n (from 0) is learning_rate * learning_rate_decay ** n.
+    learning_rate_decay: float = 1.0
     batch_size: int = 2048
     max_epochs: int = 40
     patience: int = 3
@@ -240,6 +242,14 @@ def _compiled_rating_model(
     return model
 
 
+def _epoch_schedule(settings: EmbeddingSettings) -> list[keras.callbacks.Callback]:
+    """Return the callback that lowers the learning rate per epoch, or none for a constant rate."""
+    if settings.learning_rate_decay == 1.0:
+        return []
+    rate, decay = settings.learning_rate, settings.learning_rate_decay
+    return [keras.callbacks.LearningRateScheduler(lambda epoch, _: rate * decay**epoch)]
+
+
 def _train_member(
     fit_data,
     validation_data,
@@ -257,7 +267,7 @@ def _train_member(
         fit_data,
         validation_data=validation_data,
         epochs=settings.max_epochs,
-        callbacks=[stopping],
+        callbacks=[stopping, *_epoch_schedule(settings)],
         verbose=2,
     )
     records = _history_records(history.history)
@@ -271,7 +281,7 @@ def _train_member(
     )
     if refit_data is not None:
         model = _compiled_rating_model(features, global_mean, settings, seed)
-        model.fit(refit_data, epochs=best_epoch, verbose=2)
+        model.fit(refit_data, epochs=best_epoch, callbacks=_epoch_schedule(settings), verbose=2)
     return model, records, best_epoch
 
 
@@ -400,7 +410,7 @@ def train_ranking_model(
         _pair_dataset(generate_fit, settings.batch_size),
         validation_data=_pair_dataset(generate_validation, settings.batch_size),
         epochs=settings.max_epochs,
-        callbacks=[stopping],
+        callbacks=[stopping, *_epoch_schedule(settings)],
         verbose=2,
     )
     seconds = time.perf_counter() - started
