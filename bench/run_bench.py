@@ -13,7 +13,7 @@ Phases:
   which then replace the tables of ``spark-stages`` with equal ones;
 - ``explore``: the explore stage, one spark-submit (not part of the ETL comparison);
 - ``index``: the index stage, one spark-submit;
-- ``als``: the ALS stage restricted to one grid point (``bench/als_one_point.py``);
+- ``als``: the ALS stage, one spark-submit, with the grid it picks for the size of the data;
 - ``throughput``: samples per second of the embedding model and of the reference recipe;
 - ``compare``: ``python -m lenspark.compare`` with the models of ``--models``;
 - ``report``: BENCHMARKS.md and the PNG plot from ``results.json``.
@@ -86,12 +86,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--spark-master", default=env.get("SPARK_MASTER") or "local[*]")
     parser.add_argument("--models", default=DEFAULT_MODELS, help="models of the compare phase")
-    parser.add_argument(
-        "--als-rank", type=int, default=16, help="rank of the single ALS grid point"
-    )
-    parser.add_argument(
-        "--als-reg-param", type=float, default=0.1, help="regParam of the single ALS grid point"
-    )
     parser.add_argument(
         "--throughput-rows",
         type=int,
@@ -338,15 +332,12 @@ def phase_index(args: argparse.Namespace, results: Results) -> None:
 
 
 def phase_als(args: argparse.Namespace, results: Results) -> None:
-    """Run the ALS stage on one grid point and store its fit times from als.json."""
-    os.environ["BENCH_ALS_RANK"] = str(args.als_rank)
-    os.environ["BENCH_ALS_REG_PARAM"] = str(args.als_reg_param)
-    command = spark_submit_command(args, BENCH / "als_one_point.py")
-    run_measured(args, "als", command, results)
+    """Run the ALS stage as a user runs it and store its fit times from als.json."""
+    run_measured(args, "als", spark_submit_command(args, REPO / "jobs" / "als.py"), results)
     summary = json.loads((Path(args.reports) / args.dataset / "als.json").read_text())
     keys = ("best_rank", "best_reg_param", "max_iter", "blocks", "fit_seconds", "grid_seconds")
     figures = {key: summary[key] for key in keys}
-    figures["grid_point_seconds"] = summary["grid"][0]["seconds"]
+    figures["grid"] = summary["grid"]
     figures["validation_rmse"] = summary["best_validation_rmse"]
     figures["test_rmse"] = summary["test_rmse"]
     figures["rows"] = summary["rows"]

@@ -3,9 +3,10 @@
 ``python bench/throughput.py --embedding-rows 4000000 --reference-rows 320000`` prints JSON.
 The dataset, warehouse and seed come from the same environment variables as the stages.
 
-- embedding: the rating model with the settings the compare stage reports its RMSE for
-  (``lenspark.compare.RATING_SETTINGS``), fed by ``lenspark.features.rating_batches`` from the
-  indexed_fit Parquet table, as the compare stage feeds it;
+- embedding: the rating model with the settings that the compare stage uses, and reports
+  its RMSE for, on a fit table of this size (``lenspark.compare.settings_for``), fed by
+  ``lenspark.features.rating_batches`` from the indexed_fit Parquet table, as the compare
+  stage feeds it;
 - reference: ``lenspark.model.build_reference_model`` with batch size 32 on the first rows
   of the train table, in memory, as ``make train`` runs it.
 
@@ -68,13 +69,13 @@ def samples_per_second(clock: BatchClock, batch_size: int, last_batch_rows: int)
 
 def embedding_throughput(config, rows: int) -> dict:
     """Train the compare stage's rating model on up to ``rows`` fit rows and time it."""
-    settings = compare.RATING_SETTINGS
     features = feature_tables.load_movie_features(config)
     fit_uri = feature_tables.table_uri(config, feature_tables.FIT_TABLE)
     ratings = parquet_io.read_table(fit_uri, [feature_tables.RATING], producer="index")
     global_mean = float(pc.mean(ratings.column(feature_tables.RATING)).as_py())
     total_rows = ratings.num_rows
     del ratings
+    settings = compare.settings_for(total_rows)[0]
 
     keras.utils.set_random_seed(config.seed)
     # NOTE: the same build and compile as lenspark.embedding's private _compiled_rating_model;
@@ -94,10 +95,16 @@ def embedding_throughput(config, rows: int) -> dict:
     network.fit(data, epochs=1, callbacks=[clock], verbose=0)
     result = samples_per_second(clock, settings.batch_size, settings.batch_size)
     result["settings"] = {
-        "dimension": settings.dimension,
-        "batch_size": settings.batch_size,
-        "user_side_weights": settings.user_side_weights,
-        "learning_rate": settings.learning_rate,
+        name: getattr(settings, name)
+        for name in (
+            "dimension",
+            "batch_size",
+            "learning_rate",
+            "learning_rate_decay",
+            "weight_l2",
+            "user_side_weights",
+            "members",
+        )
     }
     result["fit_rows"] = total_rows
     return result
