@@ -2,10 +2,13 @@
 
 ``python bench/stage_peaks.py -- make run DATASET=ml-20m-synthetic`` runs the command and
 samples its process tree every 0.5 s with psutil. A process counts towards the stage
-named in its command line (``jobs/<stage>.py`` for spark-submit, ``lenspark-<stage>`` for
-the Python stages); the stage's peak is its largest single process. The wall time of each
-stage comes from the stage's manifest, not from this script. Peaks are lower bounds: a
-spike between two samples is missed.
+named in its command line: ``jobs/<stage>.py`` for spark-submit, ``lenspark-<stage>`` or
+``-m lenspark.<stage>`` for the Python stages. The stage's peak is its largest single
+process. Executors of a standalone cluster are not in the tree, so every process on this
+machine whose command line names Spark's executor class counts as "<stage> executor" for
+the stage running at that moment. The wall time of each stage comes from the stage's
+manifest, not from this script. Peaks are lower bounds: a spike between two samples is
+missed.
 """
 
 from __future__ import annotations
@@ -20,17 +23,38 @@ import psutil
 
 GIB = 1 << 30
 SAMPLE_SECONDS = 0.5
-STAGE_PATTERN = re.compile(r"jobs/(\w+)\.py|lenspark-(\w+)|lenspark\.(\w+)")
+# Tried in this order, because a spark-submit line also names dist/lenspark.zip.
+STAGE_PATTERNS = (
+    re.compile(r"jobs/(\w+)\.py"),
+    re.compile(r"bin/lenspark-(\w+)"),
+    re.compile(r"-m lenspark\.(\w+)"),
+)
+EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
 
 
-def stage_of(process: psutil.Process) -> str | None:
-    """Return the stage a process runs, from its command line, or None."""
+def command_line(process: psutil.Process) -> str:
+    """Return the process's command line, or "" once it has ended or is not readable."""
     try:
-        command = " ".join(process.cmdline())
+        return " ".join(process.cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-    found = STAGE_PATTERN.search(command)
-    return next((group for group in found.groups() if group), None) if found else None
+        return ""
+
+
+def stage_of(command: str) -> str | None:
+    """Return the stage a command line runs, or None."""
+    for pattern in STAGE_PATTERNS:
+        found = pattern.search(command)
+        if found:
+            return found.group(1)
+    return None
+
+
+def resident_bytes(process: psutil.Process) -> int:
+    """Return the process's resident set size, or 0 once it has ended."""
+    try:
+        return process.memory_info().rss
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0
 
 
 def main(argv: list[str]) -> int:
@@ -48,15 +72,17 @@ def main(argv: list[str]) -> int:
             processes = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             processes = []
+        running = None
         for process in processes:
-            stage = stage_of(process)
-            if stage is None:
-                continue
-            try:
-                rss = process.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            peaks[stage] = max(peaks.get(stage, 0), rss)
+            stage = stage_of(command_line(process))
+            if stage is not None:
+                running = stage
+                peaks[stage] = max(peaks.get(stage, 0), resident_bytes(process))
+        if running is not None:
+            for process in psutil.process_iter():
+                if EXECUTOR_CLASS in command_line(process):
+                    key = f"{running} executor"
+                    peaks[key] = max(peaks.get(key, 0), resident_bytes(process))
         time.sleep(SAMPLE_SECONDS)
     result = {
         "command": " ".join(command),
