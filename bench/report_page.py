@@ -370,10 +370,10 @@ def _training_section(data: dict, figures: dict) -> list[str]:
             f"- Ratio: {throughput['ratio']:.2f}.",
         ]
         # An estimate, because a real epoch also runs the validation pass and the refit.
-        epoch_minutes = embedding["fit_rows"] / embedding["samples_per_second"] / 60
+        epoch_seconds = embedding["fit_rows"] / embedding["samples_per_second"]
         lines.append(
             f"- At this speed one pass over the {embedding['fit_rows']:,} fit rows takes about "
-            f"{epoch_minutes:.0f} minutes (an estimate from the timed rows, without the "
+            f"{epoch_seconds:,.0f} s (an estimate from the timed rows, without the "
             "validation pass)."
         )
     compare = data.get("compare", {})

@@ -1,6 +1,6 @@
 """Training speed, in samples per second, of the embedding model and of the reference recipe.
 
-``python bench/throughput.py --embedding-rows 4000000 --reference-rows 320000`` prints JSON.
+``python bench/throughput.py --embedding-rows 20000000 --reference-rows 320000`` prints JSON.
 The dataset, warehouse and seed come from the same environment variables as the stages.
 
 - embedding: the rating model with the settings that the compare stage uses, and reports
@@ -48,15 +48,18 @@ class BatchClock(keras.callbacks.Callback):
         self.ends.append(time.perf_counter())
 
 
-def samples_per_second(clock: BatchClock, batch_size: int, last_batch_rows: int) -> dict:
-    """Return the timed batches, rows and rows per second after the warm-up batches."""
+def samples_per_second(clock: BatchClock, batch_size: int, batch_rows: Sequence[int]) -> dict:
+    """Return the timed batches, rows and rows per second after the warm-up batches.
+
+    ``batch_rows`` gives the rows of each batch in the order they ran.
+    """
     timed_batches = len(clock.ends) - WARM_UP_BATCHES
     if timed_batches < 1:
         raise ValueError(
             f"only {len(clock.ends)} batches ran, fewer than the {WARM_UP_BATCHES} of warm-up; "
             "raise --embedding-rows or --reference-rows"
         )
-    rows = (timed_batches - 1) * batch_size + last_batch_rows
+    rows = int(sum(batch_rows[WARM_UP_BATCHES : len(clock.ends)]))
     seconds = clock.ends[-1] - clock.ends[WARM_UP_BATCHES - 1]
     return {
         "batch_size": batch_size,
@@ -91,9 +94,15 @@ def embedding_throughput(config, rows: int) -> dict:
     rows = min(rows, total_rows)
     batches = rows // settings.batch_size
     data = feature_tables.rating_batches([fit_uri], settings.batch_size, config.seed).take(batches)
+    # The batch at the end of each Parquet file can be short, so the rows are counted from
+    # the same batches the first epoch reads.
+    first_epoch = feature_tables.shuffled_batches(
+        [fit_uri], settings.batch_size, config.seed, 0, [feature_tables.RATING]
+    )
+    batch_rows = [batch[feature_tables.RATING].size for batch in first_epoch][:batches]
     clock = BatchClock()
     network.fit(data, epochs=1, callbacks=[clock], verbose=0)
-    result = samples_per_second(clock, settings.batch_size, settings.batch_size)
+    result = samples_per_second(clock, settings.batch_size, batch_rows)
     result["settings"] = {
         name: getattr(settings, name)
         for name in (
@@ -123,7 +132,8 @@ def reference_throughput(config, rows: int, batch_size: int = 32) -> dict:
     clock = BatchClock()
     network.fit(inputs, targets, epochs=1, batch_size=batch_size, callbacks=[clock], verbose=0)
     last_batch_rows = table.num_rows - (len(clock.ends) - 1) * batch_size
-    return samples_per_second(clock, batch_size, last_batch_rows)
+    batch_rows = [batch_size] * (len(clock.ends) - 1) + [last_batch_rows]
+    return samples_per_second(clock, batch_size, batch_rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--embedding-rows", type=int, default=4_000_000)
+    parser.add_argument("--embedding-rows", type=int, default=20_000_000)
     parser.add_argument("--reference-rows", type=int, default=320_000)
     parser.add_argument("--result", default=None, help="also write the JSON to this file")
     args = parser.parse_args(argv)
