@@ -298,6 +298,8 @@ def run_embedding(config: Config, splits: Splits, settings: EmbeddingSettings) -
 
 def run_ranking(config: Config, splits: Splits, settings: EmbeddingSettings) -> ModelRun:
     """Train the implicit-feedback ranking model; its logits rank and are not ratings."""
+    # NOTE: unlike the rating model, the ranking model trains from the fit rows in memory
+    # plus their sampled negatives, not from streamed Parquet batches.
     result = train_ranking_model(
         splits.fit, splits.validation, splits.features, settings, config.seed
     )
