@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from lenspark import compare, model, parquet_io, storage
 from lenspark import features as feature_tables
 from lenspark.config import parse_config
-from lenspark.embedding import build_factorization
+from lenspark.embedding import compiled_rating_model
 
 logger = logging.getLogger("bench.throughput")
 
@@ -80,17 +80,7 @@ def embedding_throughput(config, rows: int) -> dict:
     del ratings
     settings = compare.settings_for(total_rows)[0]
 
-    keras.utils.set_random_seed(config.seed)
-    # NOTE: the same build and compile as lenspark.embedding's private _compiled_rating_model;
-    # keep the two in step when the compare stage's optimizer or loss changes.
-    network = build_factorization(
-        features.num_users, features.side_features, settings, global_mean, "rating_embedding"
-    )
-    network.compile(
-        optimizer=keras.optimizers.Adam(settings.learning_rate),
-        loss="mse",
-        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
-    )
+    network = compiled_rating_model(features, global_mean, settings, config.seed)
     rows = min(rows, total_rows)
     batches = rows // settings.batch_size
     data = feature_tables.rating_batches([fit_uri], settings.batch_size, config.seed).take(batches)

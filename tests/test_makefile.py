@@ -54,7 +54,7 @@ def test_large_releases_get_the_large_settings(dataset):
     assert line.index("--properties-file") < line.index(options[0])
 
 
-def test_the_sample_keeps_the_defaults():
+def test_sample_keeps_the_defaults():
     line = submit_line("DATASET=ml-latest-small")
     assert "--conf" not in line
     assert "--properties-file spark-defaults.conf" in line

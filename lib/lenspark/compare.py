@@ -67,9 +67,9 @@ RANKING_SETTINGS = EmbeddingSettings(
 # Chosen on the ml-20m-synthetic validation rows (hash split, seed 1234) in 4 to 8 epochs
 # per setting. A penalty on the looked-up rows of each batch (l2) either overfitted after 2
 # epochs (0.02) or kept the vectors near zero (0.1 and above). A small decay of every row
-# at every step works better: over one epoch it adds weight_l2 * fit rows (about 14 at
-# 14M rows) times the squared norm of each vector, the same prior whatever the number of
-# ratings of a user or movie. A constant learning rate stalled at validation RMSE 0.741;
+# at every step works better. Over one epoch it adds weight_l2 * fit rows (about 14 at
+# 14M rows) times the squared norm of each vector. That is the same prior whatever the
+# number of ratings of a user or movie. A constant learning rate stalled at validation RMSE 0.741;
 # this rate, lowered by 40 percent per epoch, reached 0.737 in 4 epochs.
 LARGE_RATING_SETTINGS = EmbeddingSettings(
     dimension=16,

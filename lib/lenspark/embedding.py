@@ -226,9 +226,10 @@ def _history_records(history: dict[str, list[float]]) -> list[dict[str, float]]:
     ]
 
 
-def _compiled_rating_model(
+def compiled_rating_model(
     features: MovieFeatures, global_mean: float, settings: EmbeddingSettings, seed: int
 ) -> keras.Model:
+    """Build and compile the rating model with its optimizer, loss and RMSE metric."""
     # set_random_seed seeds Python, NumPy and TensorFlow, so it runs before the weights exist.
     keras.utils.set_random_seed(seed)
     model = build_factorization(
@@ -259,7 +260,7 @@ def _train_member(
     settings: EmbeddingSettings,
     seed: int,
 ) -> tuple[keras.Model, list[dict[str, float]], int]:
-    model = _compiled_rating_model(features, global_mean, settings, seed)
+    model = compiled_rating_model(features, global_mean, settings, seed)
     stopping = keras.callbacks.EarlyStopping(
         monitor="val_rmse", mode="min", patience=settings.patience, restore_best_weights=True
     )
@@ -280,7 +281,7 @@ def _train_member(
         len(records),
     )
     if refit_data is not None:
-        model = _compiled_rating_model(features, global_mean, settings, seed)
+        model = compiled_rating_model(features, global_mean, settings, seed)
         model.fit(refit_data, epochs=best_epoch, callbacks=_epoch_schedule(settings), verbose=2)
     return model, records, best_epoch
 

@@ -157,7 +157,7 @@ def run(config: Config) -> dict[str, Any]:
 
     with timed(logger, STAGE, config.dataset) as clock:
         # NOTE: the reference model trains from the whole train table in memory, not from
-        # streamed Parquet batches; at 20M ratings the stage peaked at 2.5 GiB.
+        # streamed Parquet batches. At 20M ratings the stage peaked at 2.5 GiB.
         table = parquet_io.read_table(train_table_uri, [*FEATURE_COLUMNS, LABEL])
         if table.num_rows == 0:
             raise InputFormatError(
