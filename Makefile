@@ -36,6 +36,9 @@ export SPARK_CONF_DIR SPARK_LOCAL_IP
 # EPOCHS or BATCH_SIZE is set: its recipe of 20 epochs of 32 rows would take hours.
 SMALL_DATASETS ?= ml-latest-small
 DATA_SIZE ?= $(if $(filter $(SMALL_DATASETS),$(DATASET)),small,large)
+ifeq ($(filter small large,$(DATA_SIZE)),)
+$(error DATA_SIZE must be small or large, got '$(DATA_SIZE)')
+endif
 # An empty value, as an enclosing make exports for an unset variable, counts as unset.
 ifeq ($(DATA_SIZE),large)
 ifeq ($(strip $(EPOCHS)),)

@@ -77,3 +77,15 @@ def test_large_data_reference_batches():
     # The sample keeps the recipe's defaults, and a value given by the user wins.
     assert "EPOCHS := 2" not in make_variables("DATASET=ml-latest-small")
     assert "EPOCHS = 5" in make_variables("DATASET=ml-20m", "EPOCHS=5")
+
+
+def test_invalid_data_size_is_rejected():
+    result = subprocess.run(
+        ["make", "--dry-run", "ingest", "DATA_SIZE=huge"],
+        cwd=REPO,
+        env=make_environment(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "DATA_SIZE must be small or large, got 'huge'" in result.stderr
